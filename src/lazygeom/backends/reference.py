@@ -1,0 +1,197 @@
+"""The reference backend: pure PyTorch, on tiles of bounded size.
+
+It materialises the formula on one (i-tile, j-tile) block at a time with each op's torch reference
+implementation, and folds the block into running per-row accumulators. Memory is O(tile size),
+never O(N*M). It runs on any torch device, in any floating dtype, and is the oracle every other
+backend is tested against, as well as the fallback where no compiler is present.
+
+Accuracy: float32 tiles are reduced into float64 accumulators, so long sums keep float64-level
+error; LogSumExp-type reductions use a streaming maximum and are finite for scores of any size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from ..formula import CAT_I, CAT_J, Node, get_op, walk_many
+from ..reductions import SELECTION
+from .base import Call
+
+#: default number of elements of one materialised (batch, i, j, dim) block
+TILE_ELEMENTS = 1 << 20
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else dtype
+
+
+def evaluate_tile(formulas: Sequence[Node], args: Sequence[torch.Tensor], cats, isl: slice, jsl: slice,
+                  dtype: torch.dtype, device) -> list[torch.Tensor]:
+    """Evaluate formulas on the block (isl x jsl); results broadcast to ``(*b, ti|1, tj|1, dim)``.
+
+    Intermediate values are freed as soon as their last consumer has run.
+    """
+    order = list(walk_many(formulas))
+    uses: dict[int, int] = {}
+    for n in order:
+        for a in n.args:
+            uses[id(a)] = uses.get(id(a), 0) + 1
+    for f in formulas:
+        uses[id(f)] = uses.get(id(f), 0) + 1
+    vals: dict[int, torch.Tensor] = {}
+    for n in order:
+        if n.op == "var":
+            index, cat, _ = n.attrs
+            t = args[index]
+            if cat == CAT_I:
+                v = t[..., isl, :].unsqueeze(-2)
+            elif cat == CAT_J:
+                v = t[..., jsl, :].unsqueeze(-3)
+            else:
+                v = t[..., None, None, :]
+        elif n.op == "const":
+            v = torch.full((n.dim,), n.attrs[0], dtype=dtype, device=device)
+        else:
+            v = get_op(n.op).impl(torch, *(vals[id(a)] for a in n.args), n.attrs)
+            for a in n.args:
+                uses[id(a)] -= 1
+                if uses[id(a)] == 0:
+                    del vals[id(a)]
+        vals[id(n)] = v
+    return [vals[id(f)] for f in formulas]
+
+
+def _tiles(call: Call, width: int, budget: int) -> tuple[int, int]:
+    bprod = math.prod(call.batch) if call.batch else 1
+    per_pair = max(1, bprod * width)
+    tj = max(1, min(call.nj, 1024, budget // per_pair))
+    ti = max(1, min(call.ni, budget // (per_pair * tj)))
+    return ti, tj
+
+
+class ReferenceBackend:
+    """Pure-PyTorch tiled evaluation (see module docstring)."""
+
+    name = "reference"
+
+    def __init__(self, tile_elements: int = TILE_ELEMENTS):
+        self.tile_elements = tile_elements
+
+    def supports(self, call: Call, args: Sequence[torch.Tensor]) -> bool:
+        return True
+
+    def run(self, call: Call, args: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        red = call.reduction
+        dtype, device = _common_dtype_device(args)
+        width = max(n.dim for n in walk_many(red.formulas))
+        ti, tj = _tiles(call, width, self.tile_elements)
+        E, K = red.out_dim, red.K
+        rows_shape = (*call.batch, call.ni)
+        kind = red.kind
+        if kind in SELECTION:
+            shape = (*rows_shape, K, E) if SELECTION[kind][1] else (*rows_shape, E)
+            vals = torch.empty(shape, dtype=dtype, device=device)
+            idx = torch.empty(shape, dtype=torch.int64, device=device)
+        else:
+            out = torch.empty((*rows_shape, E), dtype=dtype, device=device)
+        for i0 in range(0, call.ni, ti):
+            isl = slice(i0, min(i0 + ti, call.ni))
+            state = _init_state(red, (*call.batch, isl.stop - i0), E, K, dtype, device)
+            for j0 in range(0, call.nj, tj):
+                jsl = slice(j0, min(j0 + tj, call.nj))
+                blocks = evaluate_tile(red.formulas, args, call.cats, isl, jsl, dtype, device)
+                full = (*call.batch, isl.stop - i0, jsl.stop - j0)
+                blocks = [b.expand(*full, b.shape[-1]) for b in blocks]
+                _update(red, state, blocks, j0)
+            rows = len(call.batch)  # position of the row axis in every output
+            if kind in SELECTION:
+                vals.narrow(rows, i0, isl.stop - i0).copy_(state["v"])
+                idx.narrow(rows, i0, isl.stop - i0).copy_(state["k"])
+            else:
+                out.narrow(rows, i0, isl.stop - i0).copy_(_finalize(red, state))
+        if kind in SELECTION:
+            return tuple({"value": vals, "index": idx}[o] for o in red.outputs)
+        return (out,)
+
+
+def _common_dtype_device(args):
+    floats = [a for a in args if a.is_floating_point()]
+    if not floats:
+        return torch.get_default_dtype(), torch.device("cpu")
+    return floats[0].dtype, floats[0].device
+
+
+def _init_state(red, rows, E, K, dtype, device) -> dict:
+    acc = _acc_dtype(dtype)
+    if red.kind == "sum":
+        return {"s": torch.zeros((*rows, E), dtype=acc, device=device)}
+    if red.kind in ("lse", "ssmw"):
+        st = {
+            "m": torch.full((*rows, E), -math.inf, dtype=acc, device=device),
+            "s": torch.zeros((*rows, E), dtype=acc, device=device),
+        }
+        if red.kind == "ssmw":
+            st["t"] = torch.zeros((*rows, E), dtype=acc, device=device)
+        return st
+    which, is_k = SELECTION[red.kind]
+    fill = math.inf if which == "min" else -math.inf
+    shape = (*rows, K, E) if is_k else (*rows, E)
+    return {
+        "v": torch.full(shape, fill, dtype=dtype, device=device),
+        "k": torch.zeros(shape, dtype=torch.int64, device=device),
+    }
+
+
+def _update(red, st: dict, blocks, j0: int) -> None:
+    F = blocks[0]
+    kind = red.kind
+    if kind == "sum":
+        st["s"] += F.sum(-2, dtype=st["s"].dtype)
+        return
+    if kind in ("lse", "ssmw"):
+        E = red.out_dim
+        F = F.to(st["m"].dtype).expand(*F.shape[:-1], E)
+        m_new = torch.maximum(st["m"], F.amax(-2))
+        # a row whose scores are all -inf so far keeps a finite shift, so that exp() gives 0, not nan
+        shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+        scale = torch.exp(st["m"] - shift)
+        P = torch.exp(F - shift.unsqueeze(-2))
+        st["m"] = m_new
+        st["shift"] = shift
+        if kind == "lse":
+            w = blocks[1].to(P.dtype) if red.weight is not None else None
+            st["s"] = st["s"] * scale + (P if w is None else P * w).sum(-2)
+        else:
+            V = blocks[1].to(P.dtype)
+            st["s"] = st["s"] * scale + P.sum(-2)
+            st["t"] = st["t"] * scale + (P * V).sum(-2)
+        return
+    which, is_k = SELECTION[kind]
+    tj = F.shape[-2]
+    if not is_k:
+        vt = F.amin(-2) if which == "min" else F.amax(-2)
+        # first index reaching the tile's extremum (argmax returns the first maximal entry)
+        kt = (F == vt.unsqueeze(-2)).to(torch.uint8).argmax(-2) + j0
+        better = vt < st["v"] if which == "min" else vt > st["v"]
+        st["v"] = torch.where(better, vt, st["v"])
+        st["k"] = torch.where(better, kt, st["k"])
+        return
+    # K-min: merge the running list (earlier, hence smaller, indices first) with the tile, stably.
+    cand_v = torch.cat([st["v"], F], dim=-2)
+    ar = torch.arange(j0, j0 + tj, device=F.device).view(tj, 1).expand(F.shape)
+    cand_k = torch.cat([st["k"], ar], dim=-2)
+    order = torch.sort(cand_v, dim=-2, stable=True).indices[..., : st["v"].shape[-2], :]
+    st["v"] = torch.gather(cand_v, -2, order)
+    st["k"] = torch.gather(cand_k, -2, order)
+
+
+def _finalize(red, st: dict) -> torch.Tensor:
+    if red.kind == "sum":
+        return st["s"]
+    shift = st.get("shift", torch.zeros_like(st["m"]))
+    if red.kind == "lse":
+        return shift + torch.log(st["s"])
+    return st["t"] / st["s"]

@@ -1,0 +1,84 @@
+"""Explicit configuration: a frozen :class:`Config` and the :func:`config` context manager.
+
+Resolution order for each setting: the innermost active ``with lazygeom.config(...)`` block, then
+the environment (``LAZYGEOM_BACKEND``, ``LAZYGEOM_CACHE_DIR``, ``LAZYGEOM_VERBOSE``), then the default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+BACKENDS = ("auto", "reference", "cpu", "triton")
+#: pykeops spellings accepted for compatibility
+BACKEND_ALIASES = {"CPU": "cpu_any", "GPU": "triton", "gpu": "triton", "ref": "reference"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of lazygeom.
+
+    Attributes:
+        backend: "auto" (the best available for the data's device), "reference", "cpu" or
+            "triton"; the pykeops names "CPU" and "GPU" are accepted.
+        cache_dir: folder of compiled kernels.
+        verbose: print what is compiled and which backend runs.
+    """
+
+    backend: Optional[str] = None
+    cache_dir: Optional[str] = None
+    verbose: Optional[bool] = None
+
+    def resolved(self) -> "Config":
+        """This config with every unset field filled from the environment or the defaults."""
+        backend = self.backend or os.environ.get("LAZYGEOM_BACKEND") or "auto"
+        cache = self.cache_dir or os.environ.get("LAZYGEOM_CACHE_DIR") or str(
+            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lazygeom"
+        )
+        verbose = self.verbose
+        if verbose is None:
+            verbose = os.environ.get("LAZYGEOM_VERBOSE", "0") not in ("", "0", "false", "False")
+        return Config(backend=normalize_backend(backend), cache_dir=cache, verbose=verbose)
+
+
+def normalize_backend(name: str) -> str:
+    """Canonical backend name; raises ValueError naming the accepted values."""
+    name = BACKEND_ALIASES.get(name, name)
+    if name not in BACKENDS + ("cpu_any",):
+        raise ValueError(
+            f"unknown backend {name!r}; expected one of {BACKENDS} or a pykeops alias {tuple(BACKEND_ALIASES)}"
+        )
+    return name
+
+
+_CURRENT: contextvars.ContextVar[Config] = contextvars.ContextVar("lazygeom_config", default=Config())
+
+
+def get_config() -> Config:
+    """The active configuration, fully resolved."""
+    return _CURRENT.get().resolved()
+
+
+@contextlib.contextmanager
+def config(**settings) -> Iterator[Config]:
+    """Temporarily change settings (see :class:`Config`); nests, thread- and task-local.
+
+    Example:
+        >>> with lazygeom.config(backend="reference"):
+        ...     out = (x_i - y_j).sqnorm2().sum(dim=1)
+    """
+    unknown = set(settings) - {f.name for f in dataclasses.fields(Config)}
+    if unknown:
+        raise TypeError(f"unknown lazygeom setting(s) {sorted(unknown)}")
+    if settings.get("backend") is not None:
+        normalize_backend(settings["backend"])
+    token = _CURRENT.set(dataclasses.replace(_CURRENT.get(), **settings))
+    try:
+        yield get_config()
+    finally:
+        _CURRENT.reset(token)

@@ -1,0 +1,83 @@
+"""The op registry: each op is described once, here and in :mod:`lazygeom.formula.ops`.
+
+An :class:`OpSpec` holds everything about an op: its arity, its output-dimension rule, its
+vector-Jacobian rule (written with IR nodes, so that gradients are formulas too), a reference
+implementation in torch, and a slot for renderer snippets (C++, Triton) that later backends fill.
+
+The reference implementation receives the torch module as its first argument instead of
+importing it, so that :mod:`lazygeom.formula` stays free of torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+DimRule = Callable[[tuple[int, ...], tuple], int]
+#: ``vjp(n, g)`` returns one cotangent (a Node or None for zero) per argument of ``n``.
+VJPRule = Callable[[Any, Any], tuple]
+#: ``impl(T, *arg_tensors, attrs=...)`` evaluates the op on tensors shaped ``(..., dim)``.
+TorchImpl = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Everything the library knows about one op."""
+
+    name: str
+    arity: Optional[int]
+    dim_rule: DimRule
+    vjp: Optional[VJPRule]
+    impl: Optional[TorchImpl]
+    #: argument domains for the registry-driven tests: "any", "pos" (>0), "unit" (|x|<1), "nz" (≠0)
+    domains: tuple[str, ...] = ()
+    #: True when the op is piecewise constant: its gradient is zero almost everywhere
+    flat: bool = False
+    doc: str = ""
+    #: renderer name -> snippet (filled by backends that generate code)
+    snippets: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+_REGISTRY: dict[str, OpSpec] = {}
+
+
+def register(spec: OpSpec) -> OpSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"op {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_op(name: str) -> OpSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}; known ops: {sorted(_REGISTRY)}") from None
+
+
+def all_ops() -> dict[str, OpSpec]:
+    """A copy of the registry (name -> spec)."""
+    return dict(_REGISTRY)
+
+
+# --- dimension rules --------------------------------------------------------------------------
+
+
+def same_dim(dims: tuple[int, ...], attrs: tuple) -> int:
+    return dims[0]
+
+
+def broadcast_dims(dims: tuple[int, ...], attrs: tuple = ()) -> int:
+    """Elementwise ops: every argument has the output dimension or dimension 1."""
+    out = max(dims)
+    for d in dims:
+        if d not in (1, out):
+            raise ValueError(
+                f"incompatible vector dimensions {dims}: elementwise operations need equal "
+                f"dimensions or dimension 1"
+            )
+    return out
+
+
+def scalar_dim(dims: tuple[int, ...], attrs: tuple) -> int:
+    return 1

@@ -1,0 +1,253 @@
+"""Local rewrite rules, applied by :func:`lazygeom.formula.algebra.make` at construction.
+
+Each rule looks at one candidate node ``op(*args)`` and either returns a simpler equivalent node
+or None. Rules are listed per op; the first that fires wins, and the constructors it calls apply
+the rules again, so rewriting proceeds to a fixed point bottom-up.
+
+All rules preserve the output dimension: a rule that would shrink ``x * 0`` (dim D) to a scalar
+zero returns ``const(0, D)`` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+from .node import Node, const, is_const, node
+from .registry import broadcast_dims
+
+Rule = Callable[[tuple, tuple], Optional[Node]]
+
+
+def _cval(n: Node):
+    return n.attrs[0]
+
+
+def _fold_binary(fn) -> Rule:
+    def rule(args, attrs):
+        a, b = args
+        if is_const(a) and is_const(b):
+            return const(fn(_cval(a), _cval(b)), broadcast_dims((a.dim, b.dim)))
+        return None
+
+    return rule
+
+
+def _fold_unary(fn) -> Rule:
+    def rule(args, attrs):
+        (a,) = args
+        if is_const(a):
+            try:
+                return const(fn(_cval(a)), a.dim)
+            except (ValueError, ZeroDivisionError, OverflowError):
+                return None  # leave e.g. log(0) to the run time, which gives -inf
+        return None
+
+    return rule
+
+
+def _widen(x: Node, dim: int) -> Node:
+    """``x`` as a node of dimension ``dim`` (x has dim or 1)."""
+    if x.dim == dim:
+        return x
+    if is_const(x):
+        return const(_cval(x), dim)
+    return node("bcast", x, attrs=(dim,))
+
+
+def _add_rules(args, attrs):
+    a, b = args
+    d = broadcast_dims((a.dim, b.dim))
+    if is_const(a, 0):
+        return _widen(b, d)
+    if is_const(b, 0):
+        return _widen(a, d)
+    if a is b:
+        from .algebra import mul
+
+        return mul(const(2), a)
+    return None
+
+
+def _sub_rules(args, attrs):
+    a, b = args
+    d = broadcast_dims((a.dim, b.dim))
+    if is_const(b, 0):
+        return _widen(a, d)
+    if is_const(a, 0):
+        from .algebra import neg
+
+        return _widen(neg(b), d)
+    if a is b:
+        return const(0, d)
+    return None
+
+
+def _mul_rules(args, attrs):
+    a, b = args
+    d = broadcast_dims((a.dim, b.dim))
+    if is_const(a, 0) or is_const(b, 0):
+        return const(0, d)
+    if is_const(a, 1):
+        return _widen(b, d)
+    if is_const(b, 1):
+        return _widen(a, d)
+    if is_const(a, -1):
+        from .algebra import neg
+
+        return _widen(neg(b), d)
+    if is_const(b, -1):
+        from .algebra import neg
+
+        return _widen(neg(a), d)
+    # keep constants on the left so that c1 * (c2 * x) folds
+    if is_const(b) and not is_const(a):
+        from .algebra import mul
+
+        return mul(b, a)
+    if is_const(a) and b.op == "mul" and is_const(b.args[0]):
+        from .algebra import mul
+
+        if a.dim == 1 and b.args[0].dim == 1:
+            return mul(const(_cval(a) * _cval(b.args[0]), 1), b.args[1])
+    return None
+
+
+def _div_rules(args, attrs):
+    a, b = args
+    d = broadcast_dims((a.dim, b.dim))
+    if is_const(b, 1):
+        return _widen(a, d)
+    if is_const(a, 0) and not is_const(b, 0):
+        return const(0, d)
+    return None
+
+
+def _neg_rules(args, attrs):
+    (a,) = args
+    if a.op == "neg":
+        return a.args[0]
+    if is_const(a):
+        return const(-_cval(a), a.dim)
+    return None
+
+
+def _exp_rules(args, attrs):
+    (a,) = args
+    if a.op == "log":
+        return a.args[0]
+    return _fold_unary(math.exp)(args, attrs)
+
+
+def _log_rules(args, attrs):
+    (a,) = args
+    if a.op == "exp":
+        return a.args[0]
+    return _fold_unary(math.log)(args, attrs)
+
+
+def _pow_rules(args, attrs):
+    (a,) = args
+    (n,) = attrs
+    if n == 1:
+        return a
+    if n == 0:
+        return const(1, a.dim)
+    if n == 2:
+        from .algebra import unary
+
+        return unary("square", a)
+    if n == -1:
+        from .algebra import unary
+
+        return unary("inv", a)
+    if is_const(a):
+        return const(_cval(a) ** n, a.dim)
+    return None
+
+
+def _sum_rules(args, attrs):
+    (a,) = args
+    if a.dim == 1:
+        return a
+    if is_const(a):
+        return const(_cval(a) * a.dim, 1)
+    return None
+
+
+def _bcast_rules(args, attrs):
+    (a,) = args
+    (d,) = attrs
+    if a.dim == d:
+        return a
+    if is_const(a):
+        return const(_cval(a), d)
+    if a.dim != 1:
+        raise ValueError(f"bcast: only dimension 1 broadcasts, got dimension {a.dim} -> {d}")
+    return None
+
+
+def _extract_rules(args, attrs):
+    (a,) = args
+    start, length = attrs
+    if start == 0 and length == a.dim:
+        return a
+    if is_const(a):
+        return const(_cval(a), length)
+    return None
+
+
+def _pad_rules(args, attrs):
+    (a,) = args
+    start, total = attrs
+    if start == 0 and total == a.dim:
+        return a
+    if is_const(a, 0):
+        return const(0, total)
+    return None
+
+
+def _ifelse_rules(args, attrs):
+    c, a, b = args
+    d = broadcast_dims((c.dim, a.dim, b.dim))
+    if a is b:
+        return _widen(a, d)
+    if is_const(c):
+        return _widen(a if _cval(c) >= 0 else b, d)
+    return None
+
+
+def _dot_rules(args, attrs):
+    a, b = args
+    if is_const(a, 0) or is_const(b, 0):
+        return const(0, 1)
+    return None
+
+
+RULES: dict[str, list[Rule]] = {
+    "add": [_add_rules, _fold_binary(lambda x, y: x + y)],
+    "sub": [_sub_rules, _fold_binary(lambda x, y: x - y)],
+    "mul": [_mul_rules, _fold_binary(lambda x, y: x * y)],
+    "div": [_div_rules],
+    "neg": [_neg_rules],
+    "exp": [_exp_rules],
+    "log": [_log_rules],
+    "pow": [_pow_rules],
+    "sum": [_sum_rules],
+    "bcast": [_bcast_rules],
+    "extract": [_extract_rules],
+    "pad": [_pad_rules],
+    "ifelse": [_ifelse_rules],
+    "dot": [_dot_rules],
+    "square": [_fold_unary(lambda x: x * x)],
+    "sqrt": [_fold_unary(math.sqrt)],
+}
+
+
+def simplify_step(op: str, args: tuple, attrs: tuple) -> Optional[Node]:
+    """Return a simpler node equivalent to ``op(*args)``, or None when no rule applies."""
+    for rule in RULES.get(op, ()):
+        out = rule(args, attrs)
+        if out is not None:
+            return out
+    return None
