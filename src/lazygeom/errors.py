@@ -7,3 +7,20 @@ class LazyGeomError(Exception):
 
 class BackendUnavailable(LazyGeomError, RuntimeError):
     """The requested backend cannot run here (not built, no compiler, no GPU...)."""
+
+
+class CompilationError(LazyGeomError, RuntimeError):
+    """A generated kernel failed to compile.
+
+    Attributes:
+        source_path: the generated source file.
+        output: what the compiler printed.
+    """
+
+    def __init__(self, source_path: str, command: list[str], output: str):
+        self.source_path = source_path
+        self.command = command
+        self.output = output
+        super().__init__(
+            f"compilation of {source_path} failed:\n  {' '.join(command)}\n{output.strip()}"
+        )

@@ -38,11 +38,11 @@ class _GenredFn(torch.autograd.Function):
         red = call.reduction
         if red.kind in _PAIR:
             run_call = Call(Reduction(_PAIR[red.kind], red.formula, K=red.K), call.cats, call.ni, call.nj, call.batch)
-            values, indices = select_backend(backend, args).run(run_call, args)
+            values, indices = select_backend(backend, run_call, args).run(run_call, args)
             outs = tuple({"value": values, "index": indices}[o] for o in red.outputs)
             saved_outs = (values, indices)
         else:
-            outs = select_backend(backend, args).run(call, args)
+            outs = select_backend(backend, call, args).run(call, args)
             saved_outs = outs
         ctx.call, ctx.backend, ctx.n_args = call, backend, len(args)
         ctx.save_for_backward(*args, *saved_outs)

@@ -1,0 +1,91 @@
+"""The native CPU backend: generated C++ (SIMD over j, OpenMP over i), loaded with ctypes."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from typing import Sequence
+
+import torch
+
+from ...config import get_config
+from ...formula import CAT_I, CAT_J
+from ..base import Call
+from . import compiler
+from .kernel import generate
+
+_SCALARS = {torch.float32: "float", torch.float64: "double"}
+_VBYTES = 64  # bytes of one vec: W = 16 floats or 8 doubles (see lgmath.hpp)
+_KINDS = ("sum", "lse", "ssmw", "min_argmin", "max_argmax", "kmin_argkmin")
+
+_ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+
+
+class CpuBackend:
+    """Compiled C++ kernels for CPU tensors in float32 and float64."""
+
+    name = "cpu"
+
+    def __init__(self):
+        self._kernels: dict[tuple, ctypes._CFuncPtr] = {}
+
+    @staticmethod
+    def available() -> bool:
+        return compiler.find_compiler() is not None
+
+    def supports(self, call: Call, args: Sequence[torch.Tensor]) -> bool:
+        if call.reduction.kind not in _KINDS or not args:
+            return False
+        dtype = args[0].dtype
+        if dtype not in _SCALARS or any(a.dtype != dtype or a.device.type != "cpu" for a in args):
+            return False
+        # float32 lanes carry 32-bit indices
+        return dtype == torch.float64 or call.nj < 2**31 - 1024
+
+    def kernel(self, call: Call, dims: tuple[int, ...], dtype: torch.dtype):
+        """The compiled entry point for this call's structure (compiled on first use)."""
+        key = (call.reduction.key, call.cats, dims, dtype)
+        fn = self._kernels.get(key)
+        if fn is None:
+            source = generate(call.reduction, call.cats, dims)
+            cfg = get_config()
+            path = compiler.build(source, _SCALARS[dtype], cfg.cache_dir, cfg.verbose)
+            fn = ctypes.CDLL(str(path)).lg_kernel
+            fn.argtypes, fn.restype = _ARGTYPES, ctypes.c_int
+            self._kernels[key] = fn
+        return fn
+
+    def run(self, call: Call, args: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        red = call.reduction
+        dtype = args[0].dtype
+        dims = tuple(int(a.shape[-1]) for a in args)
+        fn = self.kernel(call, dims, dtype)
+        batch = tuple(call.batch)
+        nb = math.prod(batch) if batch else 1
+        W = _VBYTES // torch.tensor([], dtype=dtype).element_size()
+        njp = -(-call.nj // W) * W
+        prepared = [_layout(a, c, batch, nb, call.ni, call.nj, njp) for a, c in zip(args, call.cats)]
+        E = red.out_dim
+        rows = (*batch, call.ni)
+        shape = (*rows, red.K, E) if red.kind == "kmin_argkmin" else (*rows, E)
+        out = torch.empty(shape, dtype=dtype)
+        selection = red.kind in ("min_argmin", "max_argmax", "kmin_argkmin")
+        outk = torch.empty(shape if selection else (0,), dtype=torch.int64)
+        ptrs = (ctypes.c_void_p * max(1, len(prepared)))(*[p.data_ptr() for p in prepared])
+        fn(nb, call.ni, call.nj, njp, ctypes.cast(ptrs, ctypes.c_void_p), out.data_ptr(), outk.data_ptr(),
+           torch.get_num_threads())
+        return (out, outk) if selection else (out,)
+
+
+def _layout(a: torch.Tensor, cat: int, batch, nb: int, ni: int, nj: int, njp: int) -> torch.Tensor:
+    """Contiguous kernel layout; j-variables transposed to (nb, D, njp), zero-padded."""
+    D = a.shape[-1]
+    if cat == CAT_I:
+        return a.expand(*batch, ni, D).reshape(nb, ni, D).contiguous()
+    if cat == CAT_J:
+        t = a.expand(*batch, nj, D).reshape(nb, nj, D).transpose(1, 2)
+        out = torch.zeros(nb, D, njp, dtype=a.dtype)
+        out[:, :, :nj] = t
+        return out
+    return a.expand(*batch, D).reshape(nb, D).contiguous()

@@ -1,0 +1,119 @@
+"""Compiling generated C++ with the system compiler, and the on-disk cache of kernels.
+
+The cache key covers everything that changes the binary: the source, the scalar type, the
+header, the compiler and its version, the flags, and the instruction set of this machine
+(``-march=native``). Several processes may compile the same kernel at once: a file lock per key
+serialises them, and the library is written under a temporary name and renamed atomically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from ...errors import CompilationError
+
+HEADER = Path(__file__).with_name("lgmath.hpp")
+
+# No -ffast-math: reductions rely on inf and nan (LogSumExp, min, masks). These flags keep IEEE
+# special values while letting the compiler contract multiply-adds and skip errno.
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c++17",
+         "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast", "-Wno-unused-variable", "-Wno-psabi")
+
+
+@functools.lru_cache(maxsize=None)
+def find_compiler() -> Optional[str]:
+    """``$CXX``, else g++, else clang++; None when none is found."""
+    env = os.environ.get("CXX")
+    candidates = [env] if env else ["g++", "clang++"]
+    for c in candidates:
+        path = shutil.which(c)
+        if path:
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_version(cxx: str) -> str:
+    out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.splitlines()[0] if out.stdout else cxx
+
+
+@functools.lru_cache(maxsize=None)
+def isa_fingerprint() -> str:
+    """The CPU model and feature flags (what -march=native compiles for)."""
+    text = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(("model name", "flags", "Features")):
+                    text += line
+                    if line.startswith(("flags", "Features")):
+                        break
+    except OSError:
+        pass
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_key(source: str, scalar: str, cxx: str) -> str:
+    h = hashlib.sha256()
+    for part in (source, scalar, HEADER.read_text(), cxx, _compiler_version(cxx), " ".join(FLAGS), isa_fingerprint()):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def build(source: str, scalar: str, cache_dir: str, verbose: bool = False) -> Path:
+    """The path of the compiled shared library for ``source``, compiling it if needed."""
+    cxx = find_compiler()
+    if cxx is None:  # pragma: no cover - the caller checks first
+        raise CompilationError("<none>", [], "no C++ compiler found ($CXX, g++, clang++)")
+    folder = Path(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = cache_key(source, scalar, cxx)
+    lib = folder / f"lg_{key}.so"
+    if lib.exists():
+        return lib
+    with open(folder / f"lg_{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if lib.exists():  # another process compiled it while we waited
+            return lib
+        src = folder / f"lg_{key}.cpp"
+        tmp_src = folder / f"lg_{key}.{os.getpid()}.cpp"
+        tmp_src.write_text(source)
+        os.replace(tmp_src, src)
+        tmp_lib = folder / f"lg_{key}.{os.getpid()}.tmp.so"
+        cmd = [cxx, *FLAGS, f"-DLG_DOUBLE={int(scalar == 'double')}", f"-I{HEADER.parent}", str(src), "-o", str(tmp_lib)]
+        if verbose:
+            print(f"[lazygeom] compiling {src}")
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            tmp_lib.unlink(missing_ok=True)
+            raise CompilationError(str(src), cmd, proc.stdout + proc.stderr)
+        os.replace(tmp_lib, lib)
+    return lib
+
+
+def cache_entries(cache_dir: str) -> list[Path]:
+    """The compiled kernels in the cache folder."""
+    folder = Path(cache_dir)
+    return sorted(folder.glob("lg_*.so")) if folder.is_dir() else []
+
+
+def clear_cache(cache_dir: str) -> int:
+    """Delete every cached kernel file; returns the number of files removed."""
+    folder = Path(cache_dir)
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for p in folder.glob("lg_*"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n

@@ -1,0 +1,164 @@
+// lazygeom CPU kernels: SIMD vector type and vector math (GCC/Clang vector extensions).
+//
+// One `vec` holds W consecutive j-lanes of a formula component. Every op of the IR maps to an
+// expression on vecs (see render.py). exp and log are our own inlined polynomial versions:
+// libm's scalar calls would cap throughput far below the FMA peak. They keep IEEE special values
+// (inf, -inf, nan) because LogSumExp and min reductions rely on them: do not build with
+// -ffinite-math-only.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+// LG_DOUBLE=1 selects double lanes (the branches below are preprocessed, not `if constexpr`:
+// in a non-template function both branches of `if constexpr` must compile).
+#if LG_DOUBLE
+#define LG_SCALAR double
+#else
+#define LG_SCALAR float
+#endif
+#ifndef LG_VBYTES
+#define LG_VBYTES 64
+#endif
+
+typedef LG_SCALAR scalar;
+constexpr int W = LG_VBYTES / sizeof(scalar);
+typedef scalar vec __attribute__((vector_size(LG_VBYTES)));
+typedef typename std::conditional<sizeof(scalar) == 4, int32_t, int64_t>::type iscalar;
+typedef iscalar ivec __attribute__((vector_size(LG_VBYTES)));
+
+static const scalar LG_INF = std::numeric_limits<scalar>::infinity();
+
+static inline vec bc(scalar s) { return vec{} + s; }
+static inline ivec ibc(iscalar s) { return ivec{} + s; }
+static inline vec vload(const scalar* p) { vec v; std::memcpy(&v, p, sizeof(vec)); return v; }
+static inline vec vsel(ivec m, vec a, vec b) { return m ? a : b; }
+static inline vec as_vec(ivec i) { vec v; std::memcpy(&v, &i, sizeof(vec)); return v; }
+static inline ivec as_ivec(vec v) { ivec i; std::memcpy(&i, &v, sizeof(vec)); return i; }
+
+template <class F> static inline vec vmap(vec a, F f) {
+  vec r;
+  for (int l = 0; l < W; ++l) r[l] = f(a[l]);
+  return r;
+}
+template <class F> static inline vec vmap2(vec a, vec b, F f) {
+  vec r;
+  for (int l = 0; l < W; ++l) r[l] = f(a[l], b[l]);
+  return r;
+}
+
+static inline vec v_min(vec a, vec b) { return vsel(b < a, b, a); }
+static inline vec v_max(vec a, vec b) { return vsel(b > a, b, a); }
+static inline vec v_abs(vec a) { return vsel(a < 0, -a, a); }
+static inline vec v_sign(vec a) { return vsel(a > 0, bc(1), vsel(a < 0, bc(-1), bc(0))); }
+static inline vec v_step(vec a) { return vsel(a >= 0, bc(1), bc(0)); }
+static inline vec v_relu(vec a) { return vsel(a > 0, a, bc(0)); }
+static inline vec v_sqrt(vec a) { return vmap(a, [](scalar x) { return std::sqrt(x); }); }
+static inline vec v_floor(vec a) { return vmap(a, [](scalar x) { return std::floor(x); }); }
+static inline vec v_round(vec a) { return vmap(a, [](scalar x) { return std::nearbyint(x); }); }
+static inline vec v_sin(vec a) { return vmap(a, [](scalar x) { return std::sin(x); }); }
+static inline vec v_cos(vec a) { return vmap(a, [](scalar x) { return std::cos(x); }); }
+static inline vec v_tanh(vec a) { return vmap(a, [](scalar x) { return std::tanh(x); }); }
+static inline vec v_asin(vec a) { return vmap(a, [](scalar x) { return std::asin(x); }); }
+static inline vec v_acos(vec a) { return vmap(a, [](scalar x) { return std::acos(x); }); }
+static inline vec v_atan(vec a) { return vmap(a, [](scalar x) { return std::atan(x); }); }
+static inline vec v_log1p(vec a) { return vmap(a, [](scalar x) { return std::log1p(x); }); }
+static inline vec v_atan2(vec y, vec x) { return vmap2(y, x, [](scalar a, scalar b) { return std::atan2(a, b); }); }
+
+// exp: x = n ln2 + r with |r| <= ln2/2, exp(r) by a polynomial, 2^n through the exponent bits.
+static inline vec v_exp(vec x) {
+#if !LG_DOUBLE
+  {
+    vec xc = v_min(v_max(x, bc(-87.3f)), bc(88.7f));
+    vec t = xc * 1.44269504088896341f + 12582912.0f;  // round to nearest via 1.5 * 2^23
+    vec n = t - 12582912.0f;
+    vec r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+    vec p = bc(1.9875691500E-4f);
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    p = p * (r * r) + r + 1.0f;
+    ivec e = (__builtin_convertvector(n, ivec) + 127) << 23;
+    vec out = p * as_vec(e);
+    out = vsel(x < -87.3f, bc(0), out);
+    out = vsel(x > 88.7f, bc(LG_INF), out);
+    return vsel(x != x, x, out);
+  }
+#else
+  {
+    vec xc = v_min(v_max(x, bc(-708.0)), bc(709.0));
+    vec t = xc * 1.4426950408889634 + 6755399441055744.0;  // 1.5 * 2^52
+    vec n = t - 6755399441055744.0;
+    vec r = xc - n * 6.93147180369123816490e-01 - n * 1.90821492927058770002e-10;
+    vec p = bc(1.0 / 6227020800.0);  // Taylor to degree 13: relative error < 2e-16 on |r| <= ln2/2
+    const double inv_fact[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
+                               1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0,
+                               1.0 / 6.0, 0.5, 1.0, 1.0};
+    for (double c : inv_fact) p = p * r + c;
+    ivec e = (__builtin_convertvector(n, ivec) + 1023) << 52;
+    vec out = p * as_vec(e);
+    out = vsel(x < -708.0, bc(0), out);
+    out = vsel(x > 709.0, bc(LG_INF), out);
+    return vsel(x != x, x, out);
+  }
+#endif
+}
+
+// log: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(m) by a polynomial (float); libm for double.
+static inline vec v_log(vec x) {
+#if !LG_DOUBLE
+  {
+    ivec i = as_ivec(x);
+    ivec e = ((i >> 23) & 0xff) - 126;
+    vec m = as_vec((i & 0x7fffff) | 0x3f000000);  // in [0.5, 1)
+    ivec small = m < 0.707106781186547524f;
+    vec ef = __builtin_convertvector(e, vec) - vsel(small, bc(1), bc(0));
+    vec f = vsel(small, m + m, m) - 1.0f;
+    vec z = f * f;
+    vec y = bc(7.0376836292E-2f);
+    y = y * f - 1.1514610310E-1f;
+    y = y * f + 1.1676998740E-1f;
+    y = y * f - 1.2420140846E-1f;
+    y = y * f + 1.4249322787E-1f;
+    y = y * f - 1.6668057665E-1f;
+    y = y * f + 2.0000714765E-1f;
+    y = y * f - 2.4999993993E-1f;
+    y = y * f + 3.3333331174E-1f;
+    y = y * f * z;
+    y = y - ef * 2.12194440e-4f - 0.5f * z;
+    vec out = f + y + ef * 0.693359375f;
+    // special values, and subnormals (rare: computed exactly through libm)
+    out = vsel(x < std::numeric_limits<float>::min(), vmap(x, [](float v) { return std::log(v); }), out);
+    out = vsel(x == LG_INF, bc(LG_INF), out);
+    return vsel(x != x, x, out);
+  }
+#else
+  return vmap(x, [](double v) { return std::log(v); });
+#endif
+}
+
+static inline vec v_xlogx(vec a) { return vsel(a == 0, bc(0), a * v_log(a)); }
+static inline vec v_sinxdivx(vec a) {
+  vec safe = vsel(a == 0, bc(1), a);
+  return vsel(a == 0, bc(1), v_sin(a) / safe);
+}
+static inline vec v_powi(vec a, int k) {
+  vec r = bc(1), b = a;
+  for (int n = k < 0 ? -k : k; n; n >>= 1, b = b * b)
+    if (n & 1) r = r * b;
+  return k < 0 ? bc(1) / r : r;
+}
+// index (as a float) of the first maximal / minimal entry of n components
+static inline vec v_argext(const vec* c, int n, bool maximum) {
+  vec best = c[0], idx = bc(0);
+  for (int k = 1; k < n; ++k) {
+    ivec m = maximum ? (c[k] > best) : (c[k] < best);
+    best = vsel(m, c[k], best);
+    idx = vsel(m, bc((scalar)k), idx);
+  }
+  return idx;
+}
