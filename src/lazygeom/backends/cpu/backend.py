@@ -15,7 +15,7 @@ from . import compiler
 from .kernel import generate
 
 _SCALARS = {torch.float32: "float", torch.float64: "double"}
-_VBYTES = 64  # bytes of one vec: W = 16 floats or 8 doubles (see lgmath.hpp)
+_VBYTES = 32  # bytes of one vec: W = 8 floats or 4 doubles (see lgmath.hpp)
 _KINDS = ("sum", "lse", "ssmw", "min_argmin", "max_argmax", "kmin_argkmin")
 
 _ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,

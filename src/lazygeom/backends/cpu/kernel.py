@@ -169,7 +169,15 @@ extern "C" int lg_kernel(int64_t nb, int64_t ni, int64_t nj, int64_t njp, const 
     for (int64_t j0 = 0; j0 < nj; j0 += {TILE}) {{
       const int64_t j1 = j0 + {TILE} < nj ? j0 + {TILE} : nj;
 {ind(tile_init, 6)}
-      for (int64_t j = j0; j < j1; j += W) {{
+      // full vectors need no mask (the constant mask folds away); the last one is masked
+      const int64_t jfull = j0 + (j1 - j0) / W * W;
+      for (int64_t j = j0; j < jfull; j += W) {{
+        const ivec valid = ibc(-1);
+{ind(body, 8)}
+{ind(update, 8)}
+      }}
+      if (jfull < j1) {{
+        const int64_t j = jfull;
         const ivec valid = (ibc((iscalar)(j - nj)) + lane) < 0;
 {ind(body, 8)}
 {ind(update, 8)}

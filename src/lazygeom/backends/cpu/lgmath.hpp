@@ -20,8 +20,12 @@
 #define LG_SCALAR float
 #endif
 #ifndef LG_VBYTES
-#define LG_VBYTES 64
+#define LG_VBYTES 32
 #endif
+
+// Everything is forced inline: a 64-byte vector returned from an out-of-line function goes
+// through memory on AVX2 machines, which costs more than the arithmetic.
+#define LG_INLINE static inline __attribute__((always_inline))
 
 typedef LG_SCALAR scalar;
 constexpr int W = LG_VBYTES / sizeof(scalar);
@@ -31,47 +35,47 @@ typedef iscalar ivec __attribute__((vector_size(LG_VBYTES)));
 
 static const scalar LG_INF = std::numeric_limits<scalar>::infinity();
 
-static inline vec bc(scalar s) { return vec{} + s; }
-static inline ivec ibc(iscalar s) { return ivec{} + s; }
-static inline vec vload(const scalar* p) { vec v; std::memcpy(&v, p, sizeof(vec)); return v; }
-static inline vec vsel(ivec m, vec a, vec b) { return m ? a : b; }
-static inline vec as_vec(ivec i) { vec v; std::memcpy(&v, &i, sizeof(vec)); return v; }
-static inline ivec as_ivec(vec v) { ivec i; std::memcpy(&i, &v, sizeof(vec)); return i; }
+LG_INLINE vec bc(scalar s) { return vec{} + s; }
+LG_INLINE ivec ibc(iscalar s) { return ivec{} + s; }
+LG_INLINE vec vload(const scalar* p) { vec v; std::memcpy(&v, p, sizeof(vec)); return v; }
+LG_INLINE vec vsel(ivec m, vec a, vec b) { return m ? a : b; }
+LG_INLINE vec as_vec(ivec i) { vec v; std::memcpy(&v, &i, sizeof(vec)); return v; }
+LG_INLINE ivec as_ivec(vec v) { ivec i; std::memcpy(&i, &v, sizeof(vec)); return i; }
 
-template <class F> static inline vec vmap(vec a, F f) {
+template <class F> LG_INLINE vec vmap(vec a, F f) {
   vec r;
   for (int l = 0; l < W; ++l) r[l] = f(a[l]);
   return r;
 }
-template <class F> static inline vec vmap2(vec a, vec b, F f) {
+template <class F> LG_INLINE vec vmap2(vec a, vec b, F f) {
   vec r;
   for (int l = 0; l < W; ++l) r[l] = f(a[l], b[l]);
   return r;
 }
 
-static inline vec v_min(vec a, vec b) { return vsel(b < a, b, a); }
-static inline vec v_max(vec a, vec b) { return vsel(b > a, b, a); }
-static inline vec v_abs(vec a) { return vsel(a < 0, -a, a); }
-static inline vec v_sign(vec a) { return vsel(a > 0, bc(1), vsel(a < 0, bc(-1), bc(0))); }
-static inline vec v_step(vec a) { return vsel(a >= 0, bc(1), bc(0)); }
-static inline vec v_relu(vec a) { return vsel(a > 0, a, bc(0)); }
-static inline vec v_sqrt(vec a) { return vmap(a, [](scalar x) { return std::sqrt(x); }); }
-static inline vec v_floor(vec a) { return vmap(a, [](scalar x) { return std::floor(x); }); }
-static inline vec v_round(vec a) { return vmap(a, [](scalar x) { return std::nearbyint(x); }); }
-static inline vec v_sin(vec a) { return vmap(a, [](scalar x) { return std::sin(x); }); }
-static inline vec v_cos(vec a) { return vmap(a, [](scalar x) { return std::cos(x); }); }
-static inline vec v_tanh(vec a) { return vmap(a, [](scalar x) { return std::tanh(x); }); }
-static inline vec v_asin(vec a) { return vmap(a, [](scalar x) { return std::asin(x); }); }
-static inline vec v_acos(vec a) { return vmap(a, [](scalar x) { return std::acos(x); }); }
-static inline vec v_atan(vec a) { return vmap(a, [](scalar x) { return std::atan(x); }); }
-static inline vec v_log1p(vec a) { return vmap(a, [](scalar x) { return std::log1p(x); }); }
-static inline vec v_atan2(vec y, vec x) { return vmap2(y, x, [](scalar a, scalar b) { return std::atan2(a, b); }); }
+LG_INLINE vec v_min(vec a, vec b) { return vsel(b < a, b, a); }
+LG_INLINE vec v_max(vec a, vec b) { return vsel(b > a, b, a); }
+LG_INLINE vec v_abs(vec a) { return vsel(a < 0, -a, a); }
+LG_INLINE vec v_sign(vec a) { return vsel(a > 0, bc(1), vsel(a < 0, bc(-1), bc(0))); }
+LG_INLINE vec v_step(vec a) { return vsel(a >= 0, bc(1), bc(0)); }
+LG_INLINE vec v_relu(vec a) { return vsel(a > 0, a, bc(0)); }
+LG_INLINE vec v_sqrt(vec a) { return vmap(a, [](scalar x) { return std::sqrt(x); }); }
+LG_INLINE vec v_floor(vec a) { return vmap(a, [](scalar x) { return std::floor(x); }); }
+LG_INLINE vec v_round(vec a) { return vmap(a, [](scalar x) { return std::nearbyint(x); }); }
+LG_INLINE vec v_sin(vec a) { return vmap(a, [](scalar x) { return std::sin(x); }); }
+LG_INLINE vec v_cos(vec a) { return vmap(a, [](scalar x) { return std::cos(x); }); }
+LG_INLINE vec v_tanh(vec a) { return vmap(a, [](scalar x) { return std::tanh(x); }); }
+LG_INLINE vec v_asin(vec a) { return vmap(a, [](scalar x) { return std::asin(x); }); }
+LG_INLINE vec v_acos(vec a) { return vmap(a, [](scalar x) { return std::acos(x); }); }
+LG_INLINE vec v_atan(vec a) { return vmap(a, [](scalar x) { return std::atan(x); }); }
+LG_INLINE vec v_log1p(vec a) { return vmap(a, [](scalar x) { return std::log1p(x); }); }
+LG_INLINE vec v_atan2(vec y, vec x) { return vmap2(y, x, [](scalar a, scalar b) { return std::atan2(a, b); }); }
 
 // exp: x = n ln2 + r with |r| <= ln2/2, exp(r) by a polynomial, 2^n through the exponent bits.
-static inline vec v_exp(vec x) {
+LG_INLINE vec v_exp(vec x) {
 #if !LG_DOUBLE
   {
-    vec xc = v_min(v_max(x, bc(-87.3f)), bc(88.7f));
+    vec xc = v_min(v_max(x, bc(-87.3f)), bc(88.7f));  // keeps the exponent bits in range
     vec t = xc * 1.44269504088896341f + 12582912.0f;  // round to nearest via 1.5 * 2^23
     vec n = t - 12582912.0f;
     vec r = xc - n * 0.693359375f + n * 2.12194440e-4f;
@@ -83,10 +87,9 @@ static inline vec v_exp(vec x) {
     p = p * r + 5.0000001201E-1f;
     p = p * (r * r) + r + 1.0f;
     ivec e = (__builtin_convertvector(n, ivec) + 127) << 23;
-    vec out = p * as_vec(e);
-    out = vsel(x < -87.3f, bc(0), out);
-    out = vsel(x > 88.7f, bc(LG_INF), out);
-    return vsel(x != x, x, out);
+    // nan propagates through the polynomial; above 88.38 the exponent bits overflow to +inf
+    // (exp(x) < FLT_MAX up to 88.72: the one approximation in this function).
+    return vsel(x < -87.3f, bc(0), p * as_vec(e));
   }
 #else
   {
@@ -109,7 +112,7 @@ static inline vec v_exp(vec x) {
 }
 
 // log: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(m) by a polynomial (float); libm for double.
-static inline vec v_log(vec x) {
+LG_INLINE vec v_log(vec x) {
 #if !LG_DOUBLE
   {
     ivec i = as_ivec(x);
@@ -141,19 +144,19 @@ static inline vec v_log(vec x) {
 #endif
 }
 
-static inline vec v_xlogx(vec a) { return vsel(a == 0, bc(0), a * v_log(a)); }
-static inline vec v_sinxdivx(vec a) {
+LG_INLINE vec v_xlogx(vec a) { return vsel(a == 0, bc(0), a * v_log(a)); }
+LG_INLINE vec v_sinxdivx(vec a) {
   vec safe = vsel(a == 0, bc(1), a);
   return vsel(a == 0, bc(1), v_sin(a) / safe);
 }
-static inline vec v_powi(vec a, int k) {
+LG_INLINE vec v_powi(vec a, int k) {
   vec r = bc(1), b = a;
   for (int n = k < 0 ? -k : k; n; n >>= 1, b = b * b)
     if (n & 1) r = r * b;
   return k < 0 ? bc(1) / r : r;
 }
 // index (as a float) of the first maximal / minimal entry of n components
-static inline vec v_argext(const vec* c, int n, bool maximum) {
+LG_INLINE vec v_argext(const vec* c, int n, bool maximum) {
   vec best = c[0], idx = bc(0);
   for (int k = 1; k < n; ++k) {
     ivec m = maximum ? (c[k] > best) : (c[k] < best);
