@@ -22,13 +22,14 @@ _PAIR = {"min": "min_argmin", "argmin": "min_argmin", "min_argmin": "min_argmin"
 
 
 def genred(red: Reduction, args: Sequence[torch.Tensor], cats: Sequence[int], ni: int, nj: int,
-           batch: Sequence[int], backend: str) -> tuple[torch.Tensor, ...]:
-    """Run a reduction over j (see :class:`lazygeom.backends.Call` for the argument layout).
+           batch: Sequence[int], backend: str, ranges: Optional[tuple] = None) -> tuple[torch.Tensor, ...]:
+    """Run a reduction over j (see :class:`lazygeom.backends.Call` for the argument layout and
+    the block-sparse ``ranges``).
 
     Returns the outputs of ``red.kind`` (values and/or int64 indices), differentiable with respect
     to every floating argument.
     """
-    call = Call(red, tuple(cats), int(ni), int(nj), tuple(batch))
+    call = Call(red, tuple(cats), int(ni), int(nj), tuple(batch), ranges)
     return _GenredFn.apply(call, backend, *args)
 
 
@@ -37,7 +38,8 @@ class _GenredFn(torch.autograd.Function):
     def forward(ctx, call: Call, backend: str, *args):
         red = call.reduction
         if red.kind in _PAIR:
-            run_call = Call(Reduction(_PAIR[red.kind], red.formula, K=red.K), call.cats, call.ni, call.nj, call.batch)
+            run_call = Call(Reduction(_PAIR[red.kind], red.formula, K=red.K), call.cats, call.ni, call.nj,
+                            call.batch, call.ranges)
             values, indices = select_backend(backend, run_call, args).run(run_call, args)
             outs = tuple({"value": values, "index": indices}[o] for o in red.outputs)
             saved_outs = (values, indices)
@@ -99,7 +101,7 @@ def _sum_like_backward(call: Call, backend: str, args, outs, g, needs) -> list[O
             ext_args.append(outs[0])
         else:  # ssmw: L = LSE_j F, recomputed here so that it stays differentiable
             ext_args.append(genred(Reduction("lse", red.formula), args, call.cats, call.ni, call.nj,
-                                   call.batch, backend)[0])
+                                   call.batch, backend, call.ranges)[0])
     if "O" in extras:
         ext_args.append(outs[0])
     ext_cats = list(call.cats) + [CAT_I] * (len(ext_args) - n)
@@ -111,12 +113,12 @@ def _sum_like_backward(call: Call, backend: str, args, outs, g, needs) -> list[O
         if not group:
             continue
         F = _concat([f for _, f in group])
-        cats, ni, nj = ext_cats, call.ni, call.nj
+        cats, ni, nj, ranges = ext_cats, call.ni, call.nj, call.ranges
         if side == CAT_J:
             F = swap_ij(F)
             cats = [{CAT_I: CAT_J, CAT_J: CAT_I}.get(c, c) for c in ext_cats]
-            ni, nj = nj, ni
-        (res,) = genred(Reduction("sum", F), ext_args, cats, ni, nj, call.batch, backend)
+            ni, nj, ranges = nj, ni, call.swapped_ranges
+        (res,) = genred(Reduction("sum", F), ext_args, cats, ni, nj, call.batch, backend, ranges)
         for (k, _), part in zip(group, _split(res, [f.dim for _, f in group])):
             if call.cats[k] == CAT_P:
                 part = part.sum(-2)

@@ -7,12 +7,13 @@ vector dimension (``sum(-1)``, ``min()`` and friends without ``dim`` act on it, 
 
 from __future__ import annotations
 
+import operator
 from typing import Optional
 
 import torch
 
 from .config import get_config
-from .formula import CAT_I, CAT_J, substitute, swap_ij, var, walk_many
+from .formula import CAT_I, CAT_J, CAT_P, substitute, swap_ij, var, walk_many
 from .genred import genred
 from .reductions import SELECTION, Reduction
 
@@ -53,8 +54,6 @@ class ReductionsMixin:
         unknown = set(options) - IGNORED_OPTIONS
         if unknown:
             raise TypeError(f"{kind}: unexpected keyword argument(s) {sorted(unknown)}")
-        if ranges is not None:
-            raise NotImplementedError("block-sparse `ranges` are not supported by this version of lazygeom yet")
         over = self._red_axis(axis)
         src = self if weight is None else self._combine("reduction", weight, build=lambda a, b: a)
         nodes = [self._node] + ([self._lift(weight)._node] if weight is not None else [])
@@ -78,6 +77,11 @@ class ReductionsMixin:
             mapping[n.attrs[0]] = var(k, leaf.cat, leaf.dim)
             args.append(_backend_layout(leaf, batch, dtype, device))
             cats.append(leaf.cat)
+        if not args:
+            # The formula simplified to a constant (e.g. (x_i + y_j) ** 0). Backends read the dtype
+            # and device from their arguments: pass them in an unused parameter.
+            args.append(torch.zeros((1,) * len(batch) + (1,), dtype=dtype, device=device))
+            cats.append(CAT_P)
         formulas = [substitute(f, lambda n: mapping.get(n.attrs[0]) if n.op == "var" else None) for f in nodes]
 
         ni, nj = src._ni, src._nj
@@ -90,11 +94,19 @@ class ReductionsMixin:
             raise ValueError(f"{kind}: the formula has no {out_side}-variable, so the output size is unknown")
         if nj is None:
             raise ValueError(f"{kind}: the formula has no {red_side}-variable to reduce over")
+        try:
+            K = operator.index(K)  # ints, NumPy ints; not 2.5, which int() would silently make 2
+        except TypeError:
+            raise TypeError(f"{kind}: K must be an integer, got {K!r}") from None
         if kind in SELECTION and SELECTION[kind][1] and K > nj:
             raise ValueError(f"{kind}: K={K} is larger than the {nj} {red_side}-indices reduced over")
 
+        if ranges is not None:
+            ranges = _check_ranges(ranges, kind, batch, src._ni, src._nj, self._numpy)
+            if over == 0:  # the transposed problem: rows are the j side
+                ranges = ranges[3:] + ranges[:3]
         red = Reduction(kind, formulas[0], formulas[1] if len(formulas) > 1 else None, K=int(K))
-        outs = genred(red, args, cats, ni, nj, batch, backend or get_config().backend)
+        outs = genred(red, args, cats, ni, nj, batch, backend or get_config().backend, ranges)
         if kind in SELECTION and SELECTION[kind][1] and red.out_dim == 1:
             outs = tuple(o.squeeze(-1) for o in outs)
         outs = tuple(self._to_user(o) for o in outs)
@@ -183,6 +195,24 @@ class ReductionsMixin:
         from .linalg import solve
 
         return solve(self, other, alpha=alpha, eps=eps, maxiter=maxiter, **kwargs)
+
+
+def _check_ranges(ranges, kind: str, batch, ni, nj, numpy: bool) -> tuple:
+    """Validate pykeops' 6-tuple of block-sparse ranges; return it as int64 CPU tensors."""
+    from .cluster import check_ranges
+    from .leaves import as_tensor
+
+    if batch:
+        raise NotImplementedError(f"{kind}: block-sparse ranges with batch dimensions {batch} are not supported")
+    if not isinstance(ranges, (tuple, list)) or len(ranges) != 6:
+        raise ValueError(
+            f"{kind}: ranges must be the 6-tuple (ranges_i, slices_i, redranges_j, ranges_j, slices_j, "
+            f"redranges_i), got {type(ranges).__name__} of length {len(ranges) if hasattr(ranges, '__len__') else '?'}"
+        )
+    ranges = tuple(as_tensor(r, numpy) if not isinstance(r, torch.Tensor) else r for r in ranges)
+    ranges = tuple(r.to(device="cpu") for r in ranges)
+    check_ranges(ranges, ni or 0, nj or 0)
+    return ranges
 
 
 def _axis(axis, dim):

@@ -59,8 +59,10 @@ def select_backend(name: str, call: Call, args: Sequence) -> Backend:
                 return _CPU
             _warn_no_compiler()
         return _REFERENCE
+    # the config has already turned pykeops' "GPU" into "triton": name both for the user
+    what = "the GPU backend 'triton' (pykeops: 'GPU')" if name == "triton" else f"backend {name!r}"
     raise BackendUnavailable(
-        f"backend {name!r} is not available in this version of lazygeom; "
+        f"{what} is not available in this version of lazygeom; "
         f"available: {available_backends()} (or 'auto')"
     )
 

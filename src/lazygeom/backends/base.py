@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 from ..formula import CAT_I, CAT_J, CAT_NAMES
 from ..reductions import Reduction
@@ -20,6 +20,11 @@ class Call:
     - ``(*b, D)`` for a parameter,
 
     where ``b`` has ``len(batch)`` entries, each 1 or equal to the matching entry of ``batch``.
+
+    ``ranges``, when given, is pykeops' block-sparse 6-tuple oriented for this call (rows are the
+    i side): ``(ranges_i, slices_i, redranges_j, ranges_j, slices_j, redranges_i)``, int64 tensors.
+    Row i reduces over the j-ranges listed for its cluster only; rows outside every cluster get
+    the value of an empty reduction (0 for sums, -inf for LogSumExp, +inf and index 0 for min).
     """
 
     reduction: Reduction
@@ -27,6 +32,13 @@ class Call:
     ni: int
     nj: int
     batch: tuple[int, ...] = ()
+    ranges: Optional[tuple] = None
+
+    @property
+    def swapped_ranges(self) -> Optional[tuple]:
+        """The ranges of the transposed problem (reduction over i), or None."""
+        r = self.ranges
+        return None if r is None else (r[3], r[4], r[5], r[0], r[1], r[2])
 
     def expected_shape(self, k: int, dim: int) -> tuple[str, ...]:
         rows = {CAT_I: (self.ni,), CAT_J: (self.nj,)}.get(self.cats[k], ())

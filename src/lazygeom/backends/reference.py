@@ -28,9 +28,11 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else dtype
 
 
-def evaluate_tile(formulas: Sequence[Node], args: Sequence[torch.Tensor], cats, isl: slice, jsl: slice,
+def evaluate_tile(formulas: Sequence[Node], args: Sequence[torch.Tensor], cats, isl: slice, jsl,
                   dtype: torch.dtype, device) -> list[torch.Tensor]:
     """Evaluate formulas on the block (isl x jsl); results broadcast to ``(*b, ti|1, tj|1, dim)``.
+
+    ``jsl`` is a slice or a 1D index tensor of columns.
 
     Intermediate values are freed as soon as their last consumer has run.
     """
@@ -91,30 +93,58 @@ class ReferenceBackend:
         E, K = red.out_dim, red.K
         rows_shape = (*call.batch, call.ni)
         kind = red.kind
+        rows = len(call.batch)  # position of the row axis in every output
         if kind in SELECTION:
             shape = (*rows_shape, K, E) if SELECTION[kind][1] else (*rows_shape, E)
             vals = torch.empty(shape, dtype=dtype, device=device)
             idx = torch.empty(shape, dtype=torch.int64, device=device)
         else:
             out = torch.empty((*rows_shape, E), dtype=dtype, device=device)
-        for i0 in range(0, call.ni, ti):
-            isl = slice(i0, min(i0 + ti, call.ni))
-            state = _init_state(red, (*call.batch, isl.stop - i0), E, K, dtype, device)
-            for j0 in range(0, call.nj, tj):
-                jsl = slice(j0, min(j0 + tj, call.nj))
-                blocks = evaluate_tile(red.formulas, args, call.cats, isl, jsl, dtype, device)
-                full = (*call.batch, isl.stop - i0, jsl.stop - j0)
-                blocks = [b.expand(*full, b.shape[-1]) for b in blocks]
-                _update(red, state, blocks, j0)
-            rows = len(call.batch)  # position of the row axis in every output
+        if call.ranges is not None:
+            # rows outside every range reduce over nothing: the empty reduction's value
+            empty = _init_state(red, rows_shape, E, K, dtype, device)
             if kind in SELECTION:
-                vals.narrow(rows, i0, isl.stop - i0).copy_(state["v"])
-                idx.narrow(rows, i0, isl.stop - i0).copy_(state["k"])
+                vals.copy_(empty["v"])
+                idx.copy_(empty["k"])
             else:
-                out.narrow(rows, i0, isl.stop - i0).copy_(_finalize(red, state))
+                out.copy_(_finalize(red, empty))
+        for isl, jchunks in _schedule(call, ti, tj, device):
+            state = _init_state(red, (*call.batch, isl.stop - isl.start), E, K, dtype, device)
+            for jsel in jchunks:
+                blocks = evaluate_tile(red.formulas, args, call.cats, isl, jsel, dtype, device)
+                jidx = torch.arange(jsel.start, jsel.stop, device=device) if isinstance(jsel, slice) else jsel
+                full = (*call.batch, isl.stop - isl.start, jidx.numel())
+                blocks = [b.expand(*full, b.shape[-1]) for b in blocks]
+                _update(red, state, blocks, jidx)
+            n = isl.stop - isl.start
+            if kind in SELECTION:
+                vals.narrow(rows, isl.start, n).copy_(state["v"])
+                idx.narrow(rows, isl.start, n).copy_(state["k"])
+            else:
+                out.narrow(rows, isl.start, n).copy_(_finalize(red, state))
         if kind in SELECTION:
             return tuple({"value": vals, "index": idx}[o] for o in red.outputs)
         return (out,)
+
+
+def _schedule(call: Call, ti: int, tj: int, device):
+    """Blocks of rows, each with the chunks of columns it reduces over (slices, or index tensors
+    gathered from the block-sparse ranges)."""
+    if call.ranges is None:
+        for i0 in range(0, call.ni, ti):
+            yield slice(i0, min(i0 + ti, call.ni)), [slice(j0, min(j0 + tj, call.nj)) for j0 in range(0, call.nj, tj)]
+        return
+    ranges_i, slices_i, redranges_j = (r.tolist() for r in call.ranges[:3])
+    start = 0
+    for (a, b), end in zip(ranges_i, slices_i):
+        cols = [torch.arange(s, e) for s, e in redranges_j[start:end]]
+        start = end
+        if a >= b or not cols:
+            continue
+        cols = torch.cat(cols).to(device)
+        chunks = [cols[k: k + tj] for k in range(0, cols.numel(), tj)]
+        for i0 in range(a, b, ti):
+            yield slice(i0, min(i0 + ti, b)), chunks
 
 
 def _common_dtype_device(args):
@@ -145,7 +175,8 @@ def _init_state(red, rows, E, K, dtype, device) -> dict:
     }
 
 
-def _update(red, st: dict, blocks, j0: int) -> None:
+def _update(red, st: dict, blocks, jidx: torch.Tensor) -> None:
+    """Fold one block into the running state; ``jidx`` holds the global indices of its columns."""
     F = blocks[0]
     kind = red.kind
     if kind == "sum":
@@ -174,14 +205,14 @@ def _update(red, st: dict, blocks, j0: int) -> None:
     if not is_k:
         vt = F.amin(-2) if which == "min" else F.amax(-2)
         # first index reaching the tile's extremum (argmax returns the first maximal entry)
-        kt = (F == vt.unsqueeze(-2)).to(torch.uint8).argmax(-2) + j0
+        kt = jidx[(F == vt.unsqueeze(-2)).to(torch.uint8).argmax(-2)]
         better = vt < st["v"] if which == "min" else vt > st["v"]
         st["v"] = torch.where(better, vt, st["v"])
         st["k"] = torch.where(better, kt, st["k"])
         return
     # K-min: merge the running list (earlier, hence smaller, indices first) with the tile, stably.
     cand_v = torch.cat([st["v"], F], dim=-2)
-    ar = torch.arange(j0, j0 + tj, device=F.device).view(tj, 1).expand(F.shape)
+    ar = jidx.view(tj, 1).expand(F.shape)
     cand_k = torch.cat([st["k"], ar], dim=-2)
     order = torch.sort(cand_v, dim=-2, stable=True).indices[..., : st["v"].shape[-2], :]
     st["v"] = torch.gather(cand_v, -2, order)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .node import Node, const, node
+from .node import Node, check, const, node
 
 
 def make(op: str, *args: Node, attrs: tuple = ()) -> Node:
     """Build ``op(*args)``, simplified."""
     from .simplify import simplify_step
 
+    # Validate first: a rule that fires (dot(0, y) -> 0, extract of a constant...) must not hide
+    # an arity or dimension error that the unsimplified node reports.
+    check(op, args, tuple(attrs))
     out = simplify_step(op, args, tuple(attrs))
     return out if out is not None else node(op, *args, attrs=attrs)
 

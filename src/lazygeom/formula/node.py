@@ -37,6 +37,10 @@ class Node:
     def __setattr__(self, name, value):  # pragma: no cover - defensive
         raise AttributeError("lazygeom.formula.Node is immutable")
 
+    def __delattr__(self, name):
+        # object.__delattr__ would empty a slot and leave a broken, still-interned node
+        raise AttributeError("lazygeom.formula.Node is immutable")
+
     @property
     def key(self) -> str:
         """Structural digest: equal for equal formulas, in any process."""
@@ -59,7 +63,9 @@ class Node:
         return f"Node({to_str(self)})"
 
     def __reduce__(self):
-        return (node, (self.op, *self.args), {"attrs": self.attrs})
+        # (callable, args) cannot pass attrs by keyword, and a third item would be *state*, which
+        # a slotted, immutable node cannot take: rebuild through a helper (re-interned on load).
+        return (_unpickle, (self.op, self.args, self.attrs))
 
 
 def walk_many(roots) -> Iterator[Node]:
@@ -97,12 +103,8 @@ def _make(op: str, args: tuple[Node, ...], attrs: tuple, dim: int) -> Node:
     return n
 
 
-def node(op: str, *args: Node, attrs: tuple = ()) -> Node:
-    """Build (or fetch) the node ``op(*args)`` with static ``attrs``.
-
-    The op's dimension rule validates the argument dimensions and gives the output dimension;
-    a mismatch raises :class:`ValueError` naming both dimensions.
-    """
+def check(op: str, args: tuple, attrs: tuple) -> int:
+    """Validate ``op(*args)`` (arity, argument types, dimension rule); return its output dimension."""
     from .registry import get_op
 
     spec = get_op(op)
@@ -111,9 +113,22 @@ def node(op: str, *args: Node, attrs: tuple = ()) -> Node:
     for a in args:
         if not isinstance(a, Node):
             raise TypeError(f"op {op!r}: arguments must be Nodes, got {type(a).__name__}")
+    return spec.dim_rule(tuple(a.dim for a in args), tuple(attrs))
+
+
+def node(op: str, *args: Node, attrs: tuple = ()) -> Node:
+    """Build (or fetch) the node ``op(*args)`` with static ``attrs``.
+
+    The op's dimension rule validates the argument dimensions and gives the output dimension;
+    a mismatch raises :class:`ValueError` naming both dimensions.
+    """
     attrs = tuple(attrs)
-    dim = spec.dim_rule(tuple(a.dim for a in args), attrs)
+    dim = check(op, args, attrs)
     return _make(op, tuple(args), attrs, dim)
+
+
+def _unpickle(op: str, args: tuple, attrs: tuple) -> Node:
+    return node(op, *args, attrs=attrs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,9 +143,20 @@ def var(index: int, cat: int, dim: int) -> Node:
 
 def const(value: float, dim: int = 1) -> Node:
     """A constant vector of ``dim`` equal entries ``value`` (an int or a float)."""
-    if isinstance(value, float) and value.is_integer():
+    # Integral values are stored as ints (const(2.0) is const(2)), but only where float64 is
+    # exact: beyond 2**53 an int (1e20 from a user, or folded with exact int arithmetic,
+    # 1e200 * 1e200) cannot be given to torch, and float semantics (rounding, inf) are wanted.
+    if isinstance(value, int) and abs(value) > _EXACT_INT:
+        try:
+            value = float(value)
+        except OverflowError:
+            value = float("inf") if value > 0 else float("-inf")
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT_INT:
         value = int(value)
     return node("const", attrs=(value, int(dim)))
+
+
+_EXACT_INT = 2**53
 
 
 def is_const(n: Node, value: float | None = None) -> bool:

@@ -161,9 +161,8 @@ def _pow_rules(args, attrs):
         from .algebra import unary
 
         return unary("inv", a)
-    if is_const(a):
-        return const(_cval(a) ** n, a.dim)
-    return None
+    # through _fold_unary: 0 ** -2 raises ZeroDivisionError, left to the run time (inf)
+    return _fold_unary(lambda c: c ** n)(args, attrs)
 
 
 def _sum_rules(args, attrs):

@@ -19,7 +19,7 @@ _VBYTES = 32  # bytes of one vec: W = 8 floats or 4 doubles (see lgmath.hpp)
 _KINDS = ("sum", "lse", "ssmw", "min_argmin", "max_argmax", "kmin_argkmin")
 
 _ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
 
 
 class CpuBackend:
@@ -73,9 +73,21 @@ class CpuBackend:
         selection = red.kind in ("min_argmin", "max_argmax", "kmin_argkmin")
         outk = torch.empty(shape if selection else (0,), dtype=torch.int64)
         ptrs = (ctypes.c_void_p * max(1, len(prepared)))(*[p.data_ptr() for p in prepared])
+        sparse = _sparse_layout(call) if call.ranges is not None else ()
         fn(nb, call.ni, call.nj, njp, ctypes.cast(ptrs, ctypes.c_void_p), out.data_ptr(), outk.data_ptr(),
-           torch.get_num_threads())
+           torch.get_num_threads(), *(t.data_ptr() for t in sparse) if sparse else (None, None, None))
         return (out, outk) if selection else (out,)
+
+
+def _sparse_layout(call: Call) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row_cluster, slices, redranges) int64 arrays for the kernel; -1 marks rows in no cluster."""
+    ranges_i, slices_i, redranges_j = call.ranges[:3]
+    row_cluster = torch.full((call.ni,), -1, dtype=torch.int64)
+    lens = (ranges_i[:, 1] - ranges_i[:, 0]).clamp(min=0)
+    cl = torch.repeat_interleave(torch.arange(len(ranges_i)), lens)
+    first = torch.cumsum(lens, 0) - lens  # position of each cluster's first row in `cl`
+    row_cluster[ranges_i[cl, 0] + torch.arange(cl.numel()) - first[cl]] = cl
+    return row_cluster, slices_i.to(torch.int64).contiguous(), redranges_j.to(torch.int64).contiguous()
 
 
 def _layout(a: torch.Tensor, cat: int, batch, nb: int, ni: int, nj: int, njp: int) -> torch.Tensor:
