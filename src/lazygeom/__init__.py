@@ -1,16 +1,35 @@
 """lazygeom: geometric data analysis at scale with symbolic (lazy) matrices.
 
 ``from lazygeom import LazyTensor, Vi, Vj, Pm`` replaces ``from pykeops.torch import ...``.
+
+The package loads its parts on first use, so that ``import lazygeom.formula`` (the IR) pulls in
+neither torch nor NumPy.
 """
 
-from .config import Config, config, get_config
-from .errors import BackendUnavailable, LazyGeomError
-from .lazytensor import LazyTensor, Pm, Vi, Vj
-from .ops_api import ifelse, maximum, minimum
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BackendUnavailable", "Config", "LazyGeomError", "LazyTensor", "Pm", "Vi", "Vj", "config",
-    "get_config", "ifelse", "maximum", "minimum", "__version__",
-]
+_EXPORTS = {
+    "LazyTensor": "lazytensor", "Vi": "lazytensor", "Vj": "lazytensor", "Pm": "lazytensor",
+    "Config": "settings", "config": "settings", "get_config": "settings",
+    "BackendUnavailable": "errors", "CompilationError": "errors", "LazyGeomError": "errors",
+    "ifelse": "ops_api", "maximum": "ops_api", "minimum": "ops_api",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lazygeom' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from .config import get_config
+from .settings import get_config
 from .formula import CAT_I, CAT_J, CAT_P, substitute, swap_ij, var, walk_many
 from .genred import genred
 from .reductions import SELECTION, Reduction

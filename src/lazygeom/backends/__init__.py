@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Sequence
 
-from ..config import normalize_backend
+from ..settings import normalize_backend
 from ..errors import BackendUnavailable
 from .base import Backend, Call
 from .cpu import CpuBackend

@@ -8,10 +8,10 @@ from typing import Sequence
 
 import torch
 
-from ...config import get_config
+from ...settings import get_config
 from ...formula import CAT_I, CAT_J
 from ..base import Call
-from . import compiler
+from . import blas_knn, compiler
 from .kernel import generate
 
 _SCALARS = {torch.float32: "float", torch.float64: "double"}
@@ -57,6 +57,9 @@ class CpuBackend:
         return fn
 
     def run(self, call: Call, args: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        knn = blas_knn.match(call)
+        if knn is not None:
+            return blas_knn.run(call, args, *knn)
         red = call.reduction
         dtype = args[0].dtype
         dims = tuple(int(a.shape[-1]) for a in args)
