@@ -17,6 +17,7 @@ from ...reductions import SELECTION, Reduction
 from .render import render
 
 TILE = 1024  # j-values per tile; a multiple of every W
+TILE_LSE = 256  # LogSumExp tiles are buffered (one vec per W scores): keep them in L1
 
 
 def _ptrs(cats: tuple[int, ...], dims: tuple[int, ...]) -> list[str]:
@@ -27,22 +28,33 @@ def _ptrs(cats: tuple[int, ...], dims: tuple[int, ...]) -> list[str]:
     return out
 
 
+def _parts(**kw) -> dict:
+    keys = ("init", "tile_init", "update", "mid", "pass2", "flush", "final")
+    return {k: kw.get(k, []) for k in keys}
+
+
 def _sum_parts(f, E):
-    init = ["double acc[%d] = {0};" % E]
-    tile_init = [f"vec tacc{e} = bc(0);" for e in range(E)]
-    update = [f"tacc{e} += vsel(valid, {f[e]}, bc(0));" for e in range(E)]
-    flush = [f"for (int l = 0; l < W; ++l) acc[{e}] += (double)tacc{e}[l];" for e in range(E)]
-    final = [f"out[row * {E} + {e}] = (scalar)acc[{e}];" for e in range(E)]
-    return init, tile_init, update, flush, final
+    return _parts(
+        init=["double acc[%d] = {0};" % E],
+        tile_init=[f"vec tacc{e} = bc(0);" for e in range(E)],
+        update=[f"tacc{e} += vsel(valid, {f[e]}, bc(0));" for e in range(E)],
+        flush=[f"acc[{e}] += hsum(tacc{e});" for e in range(E)],
+        final=[f"out[row * {E} + {e}] = (scalar)acc[{e}];" for e in range(E)],
+    )
 
 
 def _lse_parts(red: Reduction, f, w, E):
-    """Streaming LogSumExp with one exp per pair: per lane (m, s), rescaled only when m grows."""
-    G = len(f)  # max groups: 1 (scalar F) or E
+    """LogSumExp-type reductions in two passes over each tile, one exp per pair.
+
+    Pass 1 stores the (masked) scores of the tile in a small buffer and finds their maximum; the
+    row's running maximum M moves up to it (rescaling the double-precision sums once per tile);
+    pass 2 adds exp(F - M) <= 1, so nothing overflows, and rows of -inf scores stay exact.
+    """
+    G = len(f)  # maximum groups: 1 (scalar F) or E
     ssmw = red.kind == "ssmw"
     group = (lambda e: e if G > 1 else 0)
-    # quantities rescaled with group g: lse -> s_e ; ssmw -> s_g and t_e
-    qs = {g: [] for g in range(G)}
+    # the sums rescaled with group g: lse -> s_e ; ssmw -> s_g and t_e
+    qs: dict[int, list[str]] = {g: [] for g in range(G)}
     if ssmw:
         for g in range(G):
             qs[g].append(f"s{g}")
@@ -53,43 +65,46 @@ def _lse_parts(red: Reduction, f, w, E):
             qs[group(e)].append(f"s{e}")
     init = [f"double M{g} = -LG_INF;" for g in range(G)]
     init += [f"double S_{q} = 0;" for g in range(G) for q in qs[g]]
-    tile_init = [f"vec m{g} = bc(-LG_INF);" for g in range(G)]
+    init += [f"vec bF{g}[{TILE_LSE} / W];" for g in range(G)]
+    weighted = ssmw or w is not None
+    if weighted:
+        init += [f"vec bV{e}[{TILE_LSE} / W];" for e in range(E)]
+    tile_init = [f"vec tm{g} = bc(-LG_INF);" for g in range(G)]
     tile_init += [f"vec {q} = bc(0);" for g in range(G) for q in qs[g]]
     update = []
     for g in range(G):
-        update += [
-            f"const vec F{g} = vsel(valid, {f[g]}, bc(-LG_INF));",
-            f"const vec d{g} = F{g} - m{g};",
-            f"const vec e{g} = vsel(d{g} != d{g}, bc(0), v_exp(-v_abs(d{g})));",
-            f"const ivec up{g} = d{g} > 0;",
-            f"m{g} = v_max(m{g}, F{g});",
-        ]
-    for e in range(E):
-        g = group(e)
-        if ssmw:
-            update.append(f"{{ const vec V = vsel(valid, {w[e]}, bc(0)); "
-                          f"t{e} = vsel(up{g}, t{e} * e{g} + V, t{e} + V * e{g}); }}")
-        elif w is not None:
-            update.append(f"{{ const vec V = vsel(valid, {w[e]}, bc(0)); "
-                          f"s{e} = vsel(up{g}, s{e} * e{g} + V, s{e} + V * e{g}); }}")
-        else:
-            update.append(f"s{e} = vsel(up{g}, s{e} * e{g} + bc(1), s{e} + e{g});")
-    if ssmw:
-        for g in range(G):
-            update.append(f"s{g} = vsel(up{g}, s{g} * e{g} + bc(1), s{g} + e{g});")
-    flush = []
+        update += [f"{{ const vec F = vsel(valid, {f[g]}, bc(-LG_INF)); bF{g}[(j - j0) / W] = F; "
+                   f"tm{g} = v_max(tm{g}, F); }}"]
+    if weighted:
+        update += [f"bV{e}[(j - j0) / W] = vsel(valid, {w[e]}, bc(0));" for e in range(E)]
+    mid = []
     for g in range(G):
-        body = " ".join(f"S_{q} = S_{q} * so + (double){q}[l] * sl;" for q in qs[g])
-        flush.append(
-            f"for (int l = 0; l < W; ++l) {{ const double ml = m{g}[l]; if (ml == -LG_INF) continue; "
-            f"const double Mn = M{g} > ml ? M{g} : ml; const double so = std::exp(M{g} - Mn), "
-            f"sl = std::exp(ml - Mn); {body} M{g} = Mn; }}"
-        )
+        rescale = " ".join(f"S_{q} *= sc;" for q in qs[g])
+        mid += [f"const double mt{g} = hmax(tm{g});",
+                f"if (mt{g} > M{g}) {{ const double sc = std::exp(M{g} - mt{g}); {rescale} M{g} = mt{g}; }}",
+                f"const vec Mv{g} = bc((scalar)M{g});",
+                f"const bool live{g} = M{g} > -LG_INF;"]
+    pass2 = []
+    for g in range(G):
+        body = [f"const vec P = v_exp(bF{g}[(j - j0) / W] - Mv{g});"]
+        if ssmw:
+            body.append(f"s{g} += P;")
+        for e in range(E):
+            if group(e) != g:
+                continue
+            if ssmw:
+                body.append(f"t{e} += P * bV{e}[(j - j0) / W];")
+            elif w is not None:
+                body.append(f"s{e} += P * bV{e}[(j - j0) / W];")
+            else:
+                body.append(f"s{e} += P;")
+        pass2.append(f"if (live{g}) {{ {' '.join(body)} }}")
+    flush = [f"S_{q} += hsum({q});" for g in range(G) for q in qs[g]]
     if ssmw:
         final = [f"out[row * {E} + {e}] = (scalar)(S_t{e} / S_s{group(e)});" for e in range(E)]
     else:
         final = [f"out[row * {E} + {e}] = (scalar)(M{group(e)} + std::log(S_s{e}));" for e in range(E)]
-    return init, tile_init, update, [], flush, final
+    return _parts(init=init, tile_init=tile_init, update=update, mid=mid, pass2=pass2, flush=flush, final=final)
 
 
 def _select_parts(red: Reduction, f, E):
@@ -111,7 +126,7 @@ def _select_parts(red: Reduction, f, E):
             f"if (bv{e}[l] {lt} v || (bv{e}[l] == v && bk{e}[l] < k)) {{ v = bv{e}[l]; k = bk{e}[l]; }} "
             f"out[row * {E} + {e}] = v; outk[row * {E} + {e}] = k; }}"
         )
-    return init, [], update, [], final
+    return _parts(init=init, update=update, final=final)
 
 
 def _kmin_parts(red: Reduction, f, E):
@@ -131,7 +146,11 @@ def _kmin_parts(red: Reduction, f, E):
         )
     final = [f"for (int k = 0; k < {K}; ++k) {{ out[(row * {K} + k) * {E} + {e}] = kv{e}[k]; "
              f"outk[(row * {K} + k) * {E} + {e}] = kk{e}[k]; }}" for e in range(E)]
-    return init, [], update, [], final
+    return _parts(init=init, update=update, final=final)
+
+
+def _ind(lines: list[str], n: int) -> str:
+    return "\n".join(" " * n + s for s in lines)
 
 
 def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...]) -> str:
@@ -142,16 +161,26 @@ def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...]) -> st
     w = outs[1] if len(outs) > 1 else None
     E = red.out_dim
     if red.kind == "sum":
-        init, tile_init, update, flush, final = _sum_parts(f, E)
+        parts = _sum_parts(f, E)
     elif red.kind in ("lse", "ssmw"):
-        init, tile_init, update, _, flush, final = _lse_parts(red, f, w, E)
+        parts = _lse_parts(red, f, w, E)
     elif red.kind in ("min_argmin", "max_argmax"):
-        init, tile_init, update, flush, final = _select_parts(red, f, E)
+        parts = _select_parts(red, f, E)
     elif red.kind == "kmin_argkmin":
-        init, tile_init, update, flush, final = _kmin_parts(red, f, E)
+        parts = _kmin_parts(red, f, E)
     else:
         raise NotImplementedError(f"the CPU backend runs {red.kind!r} through its pair kind")
-    ind = lambda lines, n: "\n".join(" " * n + s for s in lines)  # noqa: E731
+    tile = TILE_LSE if red.kind in ("lse", "ssmw") else TILE
+    init, tile_init, update, mid, pass2, flush, final = (parts[k] for k in
+                                                         ("init", "tile_init", "update", "mid", "pass2", "flush", "final"))
+    second = ""
+    if pass2:
+        second = f"""{{
+{_ind(mid, 8)}
+        for (int64_t j = j0; j < j1; j += W) {{
+{_ind(pass2, 10)}
+        }}
+      }}"""
     return f"""// generated by lazygeom: {red.kind} over j
 #include "lgmath.hpp"
 
@@ -175,29 +204,30 @@ extern "C" int lg_kernel(int64_t nb, int64_t ni, int64_t nj, int64_t njp, const 
       jr = redranges + 2 * r0;
       nr = c < 0 ? 0 : slices[c] - r0;
     }}
-{ind(_ptrs(cats, dims), 4)}
-{ind(hoisted, 4)}
-{ind(init, 4)}
+{_ind(_ptrs(cats, dims), 4)}
+{_ind(hoisted, 4)}
+{_ind(init, 4)}
     for (int64_t r = 0; r < nr; ++r)
-    for (int64_t j0 = jr[2 * r]; j0 < jr[2 * r + 1]; j0 += {TILE}) {{
-      const int64_t j1 = j0 + {TILE} < jr[2 * r + 1] ? j0 + {TILE} : jr[2 * r + 1];
-{ind(tile_init, 6)}
+    for (int64_t j0 = jr[2 * r]; j0 < jr[2 * r + 1]; j0 += {tile}) {{
+      const int64_t j1 = j0 + {tile} < jr[2 * r + 1] ? j0 + {tile} : jr[2 * r + 1];
+{_ind(tile_init, 6)}
       // full vectors need no mask (the constant mask folds away); the last one is masked
       const int64_t jfull = j0 + (j1 - j0) / W * W;
       for (int64_t j = j0; j < jfull; j += W) {{
         const ivec valid = ibc(-1);
-{ind(body, 8)}
-{ind(update, 8)}
+{_ind(body, 8)}
+{_ind(update, 8)}
       }}
       if (jfull < j1) {{
         const int64_t j = jfull;
         const ivec valid = (ibc((iscalar)(j - j1)) + lane) < 0;
-{ind(body, 8)}
-{ind(update, 8)}
+{_ind(body, 8)}
+{_ind(update, 8)}
       }}
-{ind(flush, 6)}
+      {second}
+{_ind(flush, 6)}
     }}
-{ind(final, 4)}
+{_ind(final, 4)}
   }}
   return 0;
 }}
