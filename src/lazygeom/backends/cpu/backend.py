@@ -16,6 +16,7 @@ from .kernel import generate
 
 _SCALARS = {torch.float32: "float", torch.float64: "double"}
 _VBYTES = 32  # bytes of one vec: W = 8 floats or 4 doubles (see lgmath.hpp)
+SERIAL_PAIRS = 1 << 16  # below this many pairs, one thread
 _KINDS = ("sum", "lse", "ssmw", "min_argmin", "max_argmax", "kmin_argkmin")
 
 _ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
@@ -77,8 +78,10 @@ class CpuBackend:
         outk = torch.empty(shape if selection else (0,), dtype=torch.int64)
         ptrs = (ctypes.c_void_p * max(1, len(prepared)))(*[p.data_ptr() for p in prepared])
         sparse = _sparse_layout(call) if call.ranges is not None else ()
+        # waking an OpenMP team costs more than a small problem: those run on the calling thread
+        threads = torch.get_num_threads() if nb * call.ni * call.nj >= SERIAL_PAIRS else 1
         fn(nb, call.ni, call.nj, njp, ctypes.cast(ptrs, ctypes.c_void_p), out.data_ptr(), outk.data_ptr(),
-           torch.get_num_threads(), *(t.data_ptr() for t in sparse) if sparse else (None, None, None))
+           threads, *(t.data_ptr() for t in sparse) if sparse else (None, None, None))
         return (out, outk) if selection else (out,)
 
 

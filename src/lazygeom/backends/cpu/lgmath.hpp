@@ -55,14 +55,15 @@ template <class F> LG_INLINE vec vmap2(vec a, vec b, F f) {
 
 // v_min(a, b) = b < a ? b : a (a nan in `a` propagates). With AVX this is one vminps/vmaxps
 // (which return their second operand when unordered); the generic form costs a compare + blend.
+// The compiler builtins, not <immintrin.h>: that header alone takes 0.5 s to parse, the whole
+// budget of a cold kernel compile.
 #if defined(__AVX__) && LG_VBYTES == 32
-#include <immintrin.h>
 #if LG_DOUBLE
-LG_INLINE vec v_min(vec a, vec b) { return (vec)_mm256_min_pd((__m256d)b, (__m256d)a); }
-LG_INLINE vec v_max(vec a, vec b) { return (vec)_mm256_max_pd((__m256d)b, (__m256d)a); }
+LG_INLINE vec v_min(vec a, vec b) { return __builtin_ia32_minpd256(b, a); }
+LG_INLINE vec v_max(vec a, vec b) { return __builtin_ia32_maxpd256(b, a); }
 #else
-LG_INLINE vec v_min(vec a, vec b) { return (vec)_mm256_min_ps((__m256)b, (__m256)a); }
-LG_INLINE vec v_max(vec a, vec b) { return (vec)_mm256_max_ps((__m256)b, (__m256)a); }
+LG_INLINE vec v_min(vec a, vec b) { return __builtin_ia32_minps256(b, a); }
+LG_INLINE vec v_max(vec a, vec b) { return __builtin_ia32_maxps256(b, a); }
 #endif
 #else
 LG_INLINE vec v_min(vec a, vec b) { return vsel(b < a, b, a); }
