@@ -40,9 +40,9 @@ def dense_view(t: torch.Tensor, cat: int) -> torch.Tensor:
     return {CAT_I: lambda: t[:, None, :], CAT_J: lambda: t[None, :, :], CAT_P: lambda: t[None, None, :]}[cat]()
 
 
-def lazy_sum(f: Node, args: Sequence[torch.Tensor], cats: Sequence[int]) -> torch.Tensor:
-    """sum_j F(args) through genred (reference backend); shape (NI, F.dim)."""
-    (out,) = genred(Reduction("sum", f), list(args), list(cats), NI, NJ, (), "reference")
+def lazy_sum(f: Node, args: Sequence[torch.Tensor], cats: Sequence[int], backend: str = "reference") -> torch.Tensor:
+    """sum_j F(args) through genred; shape (NI, F.dim)."""
+    (out,) = genred(Reduction("sum", f), list(args), list(cats), NI, NJ, (), backend)
     return out
 
 

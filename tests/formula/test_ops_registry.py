@@ -135,9 +135,9 @@ def test_spec_is_complete(op):
 
 
 @pytest.mark.parametrize("op,case,cats", _params())
-def test_forward(op, case, cats, gen):
+def test_forward(op, case, cats, gen, backend):
     spec, f, args, dense = _setup(op, case, cats, gen)
-    ours = lazy_sum(f, args, cats)
+    ours = lazy_sum(f, args, cats, backend)
     ref = dense_sum(dense, args, cats)
     assert ours.shape == (NI, f.dim), f"{op}: dim rule says {f.dim}, output is {tuple(ours.shape)}"
     assert ref.shape == ours.shape, f"{op}: impl gives dimension {ref.shape[-1]}, dim rule {f.dim}"
@@ -145,9 +145,9 @@ def test_forward(op, case, cats, gen):
 
 
 @pytest.mark.parametrize("op,case,cats", _params())
-def test_gradient(op, case, cats, gen):
+def test_gradient(op, case, cats, gen, backend):
     spec, f, args, dense = _setup(op, case, cats, gen, requires_grad=True)
-    ours = lazy_sum(f, args, cats)
+    ours = lazy_sum(f, args, cats, backend)
     w = torch.randn(ours.shape, generator=gen, dtype=DT)
     g_ours = grads((ours * w).sum(), args)
     if spec.flat:

@@ -46,11 +46,11 @@ class CpuBackend:
 
     def kernel(self, call: Call, dims: tuple[int, ...], dtype: torch.dtype):
         """The compiled entry point for this call's structure (compiled on first use)."""
-        key = (call.reduction.key, call.cats, dims, dtype)
+        cfg = get_config()
+        key = (call.reduction.key, call.cats, dims, dtype, cfg.cache_dir)
         fn = self._kernels.get(key)
         if fn is None:
             source = generate(call.reduction, call.cats, dims)
-            cfg = get_config()
             path = compiler.build(source, _SCALARS[dtype], cfg.cache_dir, cfg.verbose)
             fn = ctypes.CDLL(str(path)).lg_kernel
             fn.argtypes, fn.restype = _ARGTYPES, ctypes.c_int

@@ -101,7 +101,7 @@ LG_INLINE vec v_exp(vec x) {
   {
     // x = n ln2 + r: t holds n in its low mantissa bits (round to nearest via 1.5 * 2^23), so
     // (bits(t) + 127) << 23 is 2^n directly (the magic number's bits shift out).
-    const vec xc = v_min(v_max(x, bc(-87.3f)), bc(88.7f));  // keeps the exponent bits in range
+    const vec xc = v_min(v_max(x, bc(-87.336544f)), bc(88.7f));  // keeps the exponent bits in range
     const vec t = xc * 1.44269504088896341f + 12582912.0f;
     const vec n = t - 12582912.0f;
     const vec r = xc - n * 0.693147180559945f;  // |error| < 2e-7 relative on exp for |x| < 88
@@ -115,7 +115,7 @@ LG_INLINE vec v_exp(vec x) {
     const ivec e = (as_ivec(t) + 127) << 23;
     // nan propagates through the polynomial; above 88.38 the exponent bits overflow to +inf
     // (exp(x) < FLT_MAX up to 88.72: the one approximation in this function).
-    return vsel(x < -87.3f, bc(0), p * as_vec(e));
+    return vsel(x < -87.336544f, bc(0), p * as_vec(e));  // below ln(FLT_MIN): flushed to 0
   }
 #else
   {

@@ -1,0 +1,146 @@
+"""The native CPU backend: code generation coverage, vector math accuracy, the kernel cache, its
+concurrency, compile errors and the no-compiler fallback. (Reductions and gradients on this backend
+are covered by the engine suite, which runs on every available backend.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+
+import lazygeom
+from lazygeom import Vi, Vj
+from lazygeom.backends import select_backend
+from lazygeom.backends.cpu import backend as cpu_backend
+from lazygeom.backends.cpu import compiler
+from lazygeom.backends.cpu.render import CPP
+from lazygeom.errors import BackendUnavailable, CompilationError
+from lazygeom.formula import all_ops
+
+pytestmark = pytest.mark.skipif(compiler.find_compiler() is None, reason="no C++ compiler")
+
+
+def test_every_op_has_a_cpp_snippet():
+    missing = sorted(set(all_ops()) - {"var", "const"} - set(CPP))
+    assert not missing, f"ops without a C++ snippet: {missing}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_vector_exp_and_log_accuracy(tmp_path, dtype):
+    x = torch.cat([torch.linspace(-100, 88.3, 100_001, dtype=torch.float64), torch.randn(10_000, dtype=torch.float64)])
+    pos = torch.cat([torch.logspace(-37, 38, 100_001, dtype=torch.float64), torch.rand(10_000, dtype=torch.float64)])
+    one = torch.ones(1, 1, dtype=dtype)
+    with lazygeom.config(cache_dir=str(tmp_path)):
+        e = (Vi(x[:, None].to(dtype)).exp() * Vj(one)).sum(dim=1, backend="cpu")[:, 0].double()
+        lg = (Vi(pos[:, None].to(dtype)).log() * Vj(one)).sum(dim=1, backend="cpu")[:, 0].double()
+    ref_e = torch.exp(x.to(dtype).double())
+    ref_l = torch.log(pos.to(dtype).double())
+    ok = ref_e > torch.finfo(dtype).tiny  # below: flushed to 0, checked separately
+    tol = 1e-6 if dtype == torch.float32 else 1e-14
+    assert ((e - ref_e).abs() / ref_e)[ok].max() <= tol
+    assert (e[~ok] <= torch.finfo(dtype).tiny).all()
+    assert ((lg - ref_l).abs() / ref_l.abs().clamp(min=1e-3)).max() <= tol
+
+
+def test_exp_log_special_values(tmp_path):
+    inf, nan = float("inf"), float("nan")
+    x = torch.tensor([[inf], [-inf], [nan], [0.0], [-1.0]])
+    one = torch.ones(1, 1)
+    with lazygeom.config(cache_dir=str(tmp_path)):
+        e = (Vi(x).exp() * Vj(one)).sum(dim=1, backend="cpu")[:, 0]
+        lg = (Vi(x).log() * Vj(one)).sum(dim=1, backend="cpu")[:, 0]
+    assert e[0] == inf and e[1] == 0 and torch.isnan(e[2]) and e[3] == 1
+    assert lg[0] == inf and torch.isnan(lg[1]) and torch.isnan(lg[2]) and lg[3] == -inf and torch.isnan(lg[4])
+
+
+def _gauss(x, y, b):
+    return ((-Vi(x).sqdist(Vj(y))).exp() * Vj(b)).sum(dim=1, backend="cpu")
+
+
+def test_cache_hit_and_miss(tmp_path, monkeypatch):
+    x, y, b = torch.randn(30, 3), torch.randn(40, 3), torch.randn(40, 1)
+    with lazygeom.config(cache_dir=str(tmp_path)):
+        first = _gauss(x, y, b)
+        assert len(compiler.cache_entries(str(tmp_path))) == 1
+
+        # A new process (here: a fresh backend, with no kernel in memory) loads the kernel from
+        # disk: the compiler must not run.
+        def no_compile(*a, **k):
+            raise AssertionError("the compiler ran although the kernel is cached")
+
+        monkeypatch.setattr(compiler.subprocess, "run", no_compile)
+        monkeypatch.setattr(lazygeom.backends, "_CPU", cpu_backend.CpuBackend())
+        assert torch.equal(first, _gauss(x, y, b))
+        # a different formula is a miss: it must compile (and here, cannot)
+        with pytest.raises(AssertionError, match="compiler ran"):
+            ((-Vi(x).sqdist(Vj(y))).exp() * Vj(b) * 2.0).sin().sum(dim=1, backend="cpu")
+    assert len(compiler.cache_entries(str(tmp_path))) == 1
+
+
+def test_cache_info_and_clear(tmp_path):
+    with lazygeom.config(cache_dir=str(tmp_path)):
+        _gauss(torch.randn(5, 3), torch.randn(6, 3), torch.randn(6, 1))
+    assert len(compiler.cache_entries(str(tmp_path))) == 1
+    assert compiler.clear_cache(str(tmp_path)) >= 1
+    assert compiler.cache_entries(str(tmp_path)) == []
+
+
+def test_concurrent_processes_compile_one_kernel_safely(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys, torch, lazygeom
+        from lazygeom import Vi, Vj
+        torch.manual_seed(0)
+        x, y, b = torch.randn(50, 3), torch.randn(60, 3), torch.randn(60, 1)
+        with lazygeom.config(cache_dir=sys.argv[1]):
+            out = ((-Vi(x).sqdist(Vj(y)) * 1.7).exp().cos() * Vj(b)).sum(dim=1, backend="cpu")
+        ref = (torch.cos(torch.exp(-1.7 * torch.cdist(x, y) ** 2)) @ b)
+        assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4), (out - ref).abs().max()
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    errors = [p.communicate()[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    assert len(compiler.cache_entries(str(tmp_path))) == 1
+    assert not list(tmp_path.glob("*.tmp.so")), "a temporary library was left behind"
+
+
+def test_compile_error_carries_source_and_compiler_output(tmp_path):
+    with pytest.raises(CompilationError) as err:
+        compiler.build('extern "C" int broken( { return 0; }', "float", str(tmp_path))
+    e = err.value
+    assert e.source_path.endswith(".cpp") and open(e.source_path).read().startswith('extern "C" int broken')
+    assert "error" in e.output
+    assert e.source_path in str(e)
+
+
+def test_no_compiler_falls_back_to_reference_with_one_warning(monkeypatch):
+    monkeypatch.setattr(cpu_backend.CpuBackend, "available", staticmethod(lambda: False))
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(25, 3, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            out = Vi(x).sqdist(Vj(y)).sum(dim=1, backend="auto")
+    msgs = [str(w.message) for w in caught if "no C++ compiler" in str(w.message)]
+    assert len(msgs) == 1, msgs
+    assert torch.allclose(out[:, 0], torch.cdist(x, y).pow(2).sum(1))
+    with pytest.raises(BackendUnavailable, match="compiler"):
+        Vi(x).sqdist(Vj(y)).sum(dim=1, backend="cpu")
+
+
+def test_auto_picks_cpu_for_cpu_float_tensors_and_reference_otherwise():
+    from lazygeom.backends import Call
+    from lazygeom.formula import var
+    from lazygeom.reductions import Reduction
+
+    call = Call(Reduction("sum", var(0, 0, 1)), (0,), 3, 4)
+    assert select_backend("auto", call, [torch.zeros(3, 1)]).name == "cpu"
+    assert select_backend("CPU", call, [torch.zeros(3, 1)]).name == "cpu"
+    assert select_backend("auto", call, [torch.zeros(3, 1, dtype=torch.float16)]).name == "reference"
+    with pytest.raises(BackendUnavailable, match="float32/float64"):
+        select_backend("cpu", call, [torch.zeros(3, 1, dtype=torch.float16)])
