@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 // LG_DOUBLE=1 selects double lanes (the branches below are preprocessed, not `if constexpr`:
 // in a non-template function both branches of `if constexpr` must compile).
@@ -35,7 +36,10 @@ typedef iscalar ivec __attribute__((vector_size(LG_VBYTES)));
 
 static const scalar LG_INF = std::numeric_limits<scalar>::infinity();
 
-LG_INLINE vec bc(scalar s) { return vec{} + s; }
+// a vector of W equal entries, written as such so that it compiles to one broadcast (`vec{} + s`
+// keeps an add, +0.0 being no identity for -0.0; a lane loop becomes a chain of inserts)
+template <size_t... I> LG_INLINE vec bc_(scalar s, std::index_sequence<I...>) { return vec{((void)I, s)...}; }
+LG_INLINE vec bc(scalar s) { return bc_(s, std::make_index_sequence<W>{}); }
 LG_INLINE ivec ibc(iscalar s) { return ivec{} + s; }
 LG_INLINE vec vload(const scalar* p) { vec v; std::memcpy(&v, p, sizeof(vec)); return v; }
 LG_INLINE vec vsel(ivec m, vec a, vec b) { return m ? a : b; }
