@@ -144,3 +144,39 @@ def test_auto_picks_cpu_for_cpu_float_tensors_and_reference_otherwise():
     assert select_backend("auto", call, [torch.zeros(3, 1, dtype=torch.float16)]).name == "reference"
     with pytest.raises(BackendUnavailable, match="float32/float64"):
         select_backend("cpu", call, [torch.zeros(3, 1, dtype=torch.float16)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("D", [16, 50])
+def test_knn_fast_path_matches_dense(dtype, D):
+    """Squared distances at D >= 16 take the fused kNN kernel: values exact, ties to the first index."""
+    g = torch.Generator().manual_seed(D)
+    x = torch.randn(2, 301, D, generator=g, dtype=dtype)
+    y = torch.randn(2, 157, D, generator=g, dtype=dtype)
+    y[:, 40] = y[:, 7]  # exact ties
+    x[:, 3] = y[:, 7]  # a zero distance
+    from lazygeom import LazyTensor
+    from lazygeom.backends.cpu import blas_knn
+    from lazygeom.backends import Call
+    from lazygeom.formula import composites as C, var
+    from lazygeom.reductions import Reduction
+
+    assert blas_knn.match(Call(Reduction("kmin_argkmin", C.sqdist(var(0, 0, D), var(1, 1, D)), K=5), (0, 1), 3, 4))
+    D2 = ((x.double()[:, :, None] - y.double()[:, None]) ** 2).sum(-1)
+    xl, yl = LazyTensor(x[:, :, None]), LazyTensor(y[:, None])
+    vals, idx = xl.sqdist(yl).Kmin_argKmin(5, dim=2, backend="cpu")
+    ref_v, ref_i = torch.sort(D2, dim=-1, stable=True)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(vals.double(), ref_v[..., :5], rtol=tol, atol=tol)
+    assert torch.equal(idx, ref_i[..., :5])
+    assert idx[0, 3, 0] == 7 and idx[0, 3, 1] == 40 and vals[0, 3, 0] == 0
+    am = xl.sqdist(yl).argmin(dim=1, backend="cpu")  # reduction over i (transposed)
+    assert torch.equal(am[..., 0], torch.sort(D2, dim=1, stable=True).indices[:, 0])
+    # gradients of the selected values, against dense torch
+    xg = x.clone().requires_grad_(True)
+    v = LazyTensor(xg[:, :, None]).sqdist(yl).Kmin(3, dim=2, backend="cpu")
+    (gx,) = torch.autograd.grad(v.sum(), [xg])
+    xd = x.double().clone().requires_grad_(True)
+    vd = torch.sort(((xd[:, :, None] - y.double()[:, None]) ** 2).sum(-1), dim=-1, stable=True).values[..., :3]
+    (gd,) = torch.autograd.grad(vd.sum(), [xd])
+    assert torch.allclose(gx.double(), gd, rtol=tol * 10, atol=tol * 10)
