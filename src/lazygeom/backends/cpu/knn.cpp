@@ -43,11 +43,11 @@ extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, const scalar* __
                               int64_t* __restrict bk, scalar* __restrict ov, int64_t* __restrict ok,
                               int nthreads) {
   const int K = Kc;
-  constexpr int R = 4;
+  constexpr int R = 6;  // 6 rows x 2 vectors: 12 accumulators, 2 y-vectors, 1 broadcast of 16 registers
   // Cache blocking: a thread takes IC rows and sweeps the columns JC at a time, so that the
   // D x JC slice of y stays in L2 while every row block of the IC rows uses it (streaming all of
-  // y once per 4 rows made this kernel memory-bound).
-  constexpr int64_t IC = 256, JC = 512;
+  // y once per row block made this kernel memory-bound).
+  constexpr int64_t IC = 240, JC = 512;
   #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
   for (int64_t ib = 0; ib < n; ib += IC) {
     const int64_t iend = ib + IC < n ? ib + IC : n;
@@ -63,25 +63,24 @@ extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, const scalar* __
       for (int64_t i0 = ib; i0 < iend; i0 += R) {
         int64_t rows[R];
         scalar worst[R];
+        const scalar* xr[R];
         for (int r = 0; r < R; ++r) {
           rows[r] = i0 + r < iend ? i0 + r : iend - 1;  // a short block recomputes its last row, unwritten
           worst[r] = bv[rows[r] * K + K - 1];
+          xr[r] = x + rows[r] * D;
         }
-        const scalar* x0 = x + rows[0] * D;
-        const scalar* x1 = x + rows[1] * D;
-        const scalar* xq = x + rows[2] * D;
-        const scalar* x3 = x + rows[3] * D;
         for (int64_t j = jb; j < jend; j += 2 * W) {
-          vec a00 = bc(0), a01 = bc(0), a10 = bc(0), a11 = bc(0), a20 = bc(0), a21 = bc(0), a30 = bc(0), a31 = bc(0);
-          for (int64_t k = 0; k < D; ++k) {
-            const vec y0 = vload(yT + k * mp + j), y1 = vload(yT + k * mp + j + W);
-            const vec b0 = bc(x0[k]), b1 = bc(x1[k]), b2 = bc(xq[k]), b3 = bc(x3[k]);
-            a00 += b0 * y0; a01 += b0 * y1;
-            a10 += b1 * y0; a11 += b1 * y1;
-            a20 += b2 * y0; a21 += b2 * y1;
-            a30 += b3 * y0; a31 += b3 * y1;
+          vec acc[R][2];
+          for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = bc(0);
+          const scalar* yk = yT + j;
+          for (int64_t k = 0; k < D; ++k, yk += mp) {
+            const vec y0 = vload(yk), y1 = vload(yk + W);
+            for (int r = 0; r < R; ++r) {
+              const vec b = bc(xr[r][k]);
+              acc[r][0] += b * y0;
+              acc[r][1] += b * y1;
+            }
           }
-          const vec acc[R][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
           for (int r = 0; r < R; ++r) {
             if (i0 + r >= iend) break;
             for (int h = 0; h < 2; ++h) {
