@@ -180,3 +180,16 @@ def test_knn_fast_path_matches_dense(dtype, D):
     vd = torch.sort(((xd[:, :, None] - y.double()[:, None]) ** 2).sum(-1), dim=-1, stable=True).values[..., :3]
     (gd,) = torch.autograd.grad(vd.sum(), [xd])
     assert torch.allclose(gx.double(), gd, rtol=tol * 10, atol=tol * 10)
+
+
+def test_cache_command(tmp_path, monkeypatch, capsys):
+    from lazygeom.cli import main
+
+    monkeypatch.setenv("LAZYGEOM_CACHE_DIR", str(tmp_path))
+    _gauss(torch.randn(4, 3), torch.randn(5, 3), torch.randn(5, 1))
+    assert main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path) in out and "compiled kernels: 1" in out
+    assert main(["cache", "clear"]) == 0
+    assert compiler.cache_entries(str(tmp_path)) == []
+    assert main(["cache", "info"]) == 0 and "compiled kernels: 0" in capsys.readouterr().out
