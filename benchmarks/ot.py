@@ -1,0 +1,340 @@
+"""Sinkhorn divergence, forward + backward: lazygeom.ot against GeomLoss and POT, in one run.
+
+    .venv/bin/python benchmarks/ot.py            # N = M in 1k, 2k, 5k, 10k, 20k (about 10-15 minutes)
+    .venv/bin/python benchmarks/ot.py --quick    # N = M in 1k, 2k, 5k
+    .venv/bin/python benchmarks/ot.py --sizes 5000 --impls lazygeom geomloss-online
+
+Peers are in the ``bench`` extra (``pip install -e ".[bench]"``: geomloss, pot, pykeops,
+matplotlib). A peer that cannot be imported or run is reported as such; the script still runs.
+
+The problem. x: N points uniform in the unit cube; y: M = N points from a normal law (mean 0.5,
+standard deviation 0.15 per axis); D = 3, float32, uniform weights; p = 2 (cost |x − y|²/2),
+blur 0.05 (ε = 0.0025), scaling 0.5. Implementations:
+
+- ``lazygeom``: ``lazygeom.ot.SamplesLoss("sinkhorn", p=2, blur=0.05, scaling=0.5)`` (backend
+  "auto", i.e. online LazyTensor reductions on the compiled CPU backend at these sizes), the
+  debiased divergence S_ε, value + gradient with respect to x (``.backward()``);
+- ``lazygeom-s0.9``: the same with ``scaling=0.9`` (about 5x more iterations): how much of the
+  error is the short schedule's;
+- ``geomloss-online``: ``geomloss.SamplesLoss`` with the same arguments and ``backend="online"``
+  (pykeops on CPU), value + gradient;
+- ``geomloss-tensorized``: the same with dense torch matrices (only up to ``--tensorized-max``);
+- ``pot-emd2``: ``ot.emd2`` (exact network simplex, float64): the exact OT value, forward only;
+- ``pot-sinkhorn2``: ``ot.sinkhorn2(reg=ε=0.0025)`` (POT's default method, float64; the returned
+  value is ⟨π_ε, C⟩), forward only.
+
+Each method's value is compared with the exact value of ``pot-emd2`` where it ran: the column
+"error" is |value − OT| / OT (for the Sinkhorn divergences it mixes the entropic bias at this blur
+and the unconverged iterations of a 0.5 scaling, which is the point of showing it).
+
+Protocol. Every (implementation, N) runs in its own subprocess with ``--threads`` threads: it
+builds the data from a fixed seed, makes one call at N = 512 (imports, compilation of kernels),
+then times calls at size N (the best of up to ``--repeats`` within ``--budget`` seconds). A run
+predicted (from the previous size, quadratically: cubically for emd2) to take longer than
+``--max-call`` seconds is skipped and marked so. CPU time is recorded with the wall time: a CPU
+share well below 1 (CPU time / (wall x threads)) means other processes competed for the cores,
+and the load average is written with the results.
+
+Floor. lazygeom's forward pass runs 4 LogSumExp reductions per Sinkhorn step (f, g, f_aa, g_bb) over
+``n_steps + 1`` steps (schedule + final extrapolation), its backward 2 Sum reductions (∇f, ∇f_aa
+at x): the table's "G pairs/s" is that number of pair evaluations x N x M divided by the time.
+
+Outputs: ``benchmarks/results/ot.md`` (the table, also printed), ``ot.json`` (every number, the
+machine) and ``ot.png`` (time and error against N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+D, BLUR, SCALING, SEED = 3, 0.05, 0.5, 0
+IMPLS = ("lazygeom", "lazygeom-s0.9", "geomloss-online", "geomloss-tensorized", "pot-emd2", "pot-sinkhorn2")
+GROWTH = {"pot-emd2": 3.0}  # predicted time ~ N^growth (2 for everything else)
+
+
+# --------------------------------------------------------------------------------------------
+# worker side: one (implementation, N) per process
+# --------------------------------------------------------------------------------------------
+
+
+def _data(n: int):
+    import torch
+
+    g = torch.Generator().manual_seed(SEED)
+    x = torch.rand(n, D, generator=g)
+    y = torch.randn(n, D, generator=g) * 0.15 + 0.5
+    return x, y
+
+
+def _torch_call(loss):
+    def call(x, y):
+        xg = x.clone().requires_grad_(True)
+        value = loss(xg, y)
+        value.backward()
+        assert xg.grad is not None and bool(xg.grad.isfinite().all())
+        return float(value.detach())
+
+    return call
+
+
+def _make_call(impl: str):
+    """``call(x, y) -> value`` (float) for an implementation, and extra facts."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    if impl.startswith("lazygeom"):
+        from lazygeom.ot import SamplesLoss
+
+        scaling = 0.9 if impl == "lazygeom-s0.9" else SCALING
+        return _torch_call(SamplesLoss("sinkhorn", p=2, blur=BLUR, scaling=scaling))
+    if impl.startswith("geomloss"):
+        import geomloss
+
+        backend = impl.split("-")[1]
+        return _torch_call(geomloss.SamplesLoss("sinkhorn", p=2, blur=BLUR, scaling=SCALING, backend=backend))
+    import numpy as np
+
+    # this script is benchmarks/ot.py: its folder must not shadow POT's package `ot`
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+    sys.modules.pop("ot", None)
+    import ot
+
+    def pot_call(x, y):
+        X, Y = x.double().numpy(), y.double().numpy()
+        a = np.full(len(X), 1.0 / len(X))
+        b = np.full(len(Y), 1.0 / len(Y))
+        M = ot.dist(X, Y) / 2  # squared Euclidean / 2: GeomLoss's p = 2 cost
+        if impl == "pot-emd2":
+            return float(ot.emd2(a, b, M, numItermax=100_000_000))
+        return float(ot.sinkhorn2(a, b, M, reg=BLUR**2))
+
+    return pot_call
+
+
+def worker(spec: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    call = _make_call(spec["impl"])
+    t0 = time.perf_counter()
+    call(*_data(512))
+    first = time.perf_counter() - t0
+    x, y = _data(spec["n"])
+    times, cpus, value = [], [], None
+    start = time.perf_counter()
+    while len(times) < spec["repeats"]:
+        c0, w0 = time.process_time(), time.perf_counter()
+        value = call(x, y)
+        times.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+        if time.perf_counter() - start + times[-1] > spec["budget"]:
+            break
+    k = min(range(len(times)), key=times.__getitem__)
+    out = {"impl": spec["impl"], "n": spec["n"], "seconds": times[k], "cpu_seconds": cpus[k], "runs": len(times),
+           "value": value, "first_call_512": first}
+    if spec["impl"].startswith("lazygeom"):
+        from lazygeom.ot import epsilon_schedule, max_diameter
+
+        scaling = 0.9 if spec["impl"] == "lazygeom-s0.9" else SCALING
+        steps = len(epsilon_schedule(2, max_diameter(x, y), BLUR, scaling))
+        out["pair_evaluations"] = (4 * (steps + 1) + 2) * spec["n"] ** 2
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# driver side
+# --------------------------------------------------------------------------------------------
+
+
+def _run(spec: dict, timeout: float) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]))
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"impl": spec["impl"], "n": spec["n"], "error": f"timed out after {timeout:.0f} s"}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"impl": spec["impl"], "n": spec["n"], "error": f"failed: {tail[0][:200]}"}
+    return json.loads(lines[-1])
+
+
+def _load() -> list[float]:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def _fmt_t(r: dict) -> str:
+    if "skipped" in r:
+        return f"skipped ({r['skipped']})"
+    if "error" in r:
+        return r["error"]
+    share = r["cpu_seconds"] / (r["seconds"] * r["threads"])
+    return f"{r['seconds']:.3g} s (cpu {share:.2f})"
+
+
+def _table(results: list[dict], sizes: list[int], impls: list[str]) -> str:
+    by = {(r["impl"], r["n"]): r for r in results}
+    head = "| N = M | " + " | ".join(impls) + " | lazygeom speed-up vs geomloss-online |"
+    lines = [head, "|" + "---|" * (len(impls) + 2)]
+    for n in sizes:
+        exact = by.get(("pot-emd2", n), {}).get("value")
+        cells = []
+        for impl in impls:
+            r = by.get((impl, n))
+            if r is None:
+                cells.append("-")
+                continue
+            cell = _fmt_t(r)
+            if "value" in r:
+                err = f", error {abs(r['value'] - exact) / exact:.1%}" if exact else ""
+                cell += f"<br>value {r['value']:.5g}{err}"
+                if "pair_evaluations" in r:
+                    cell += f"<br>{r['pair_evaluations'] / r['seconds'] / 1e9:.2f} G pairs/s"
+            cells.append(cell)
+        lg, gl = by.get(("lazygeom", n), {}), by.get(("geomloss-online", n), {})
+        ratio = f"{gl['seconds'] / lg['seconds']:.1f}x" if "seconds" in lg and "seconds" in gl else "-"
+        lines.append(f"| {n:,} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
+def _plot(results: list[dict], path: Path) -> bool:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    fig = Figure(figsize=(11, 4.5))
+    FigureCanvasAgg(fig)
+    ax_t, ax_e = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    exact = {r["n"]: r["value"] for r in results if r["impl"] == "pot-emd2" and "value" in r}
+    has_errors = False
+    for impl in IMPLS:
+        rs = sorted((r for r in results if r["impl"] == impl and "seconds" in r), key=lambda r: r["n"])
+        if not rs:
+            continue
+        ax_t.loglog([r["n"] for r in rs], [r["seconds"] for r in rs], "o-", label=impl)
+        er = [(r["n"], abs(r["value"] - exact[r["n"]]) / exact[r["n"]]) for r in rs if r["n"] in exact]
+        if er and impl != "pot-emd2":
+            ax_e.semilogx([n for n, _ in er], [100 * e for _, e in er], "o-", label=impl)
+            has_errors = True
+    ax_t.set_xlabel("N = M")
+    ax_t.set_ylabel("seconds (lazygeom, geomloss: forward + backward)")
+    ax_t.set_title(f"Sinkhorn, D={D}, float32, blur {BLUR}, scaling {SCALING}")
+    ax_t.grid(True, which="both", alpha=0.3)
+    ax_t.legend()
+    ax_e.set_xlabel("N = M")
+    ax_e.set_ylabel("|value - exact OT| / exact OT (%)")
+    ax_e.set_title("error against ot.emd2")
+    ax_e.grid(True, which="both", alpha=0.3)
+    if has_errors:
+        ax_e.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="N = M in 1k, 2k, 5k")
+    ap.add_argument("--sizes", type=int, nargs="+")
+    ap.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--budget", type=float, default=60.0, help="seconds of timed calls per measurement")
+    ap.add_argument("--max-call", type=float, default=150.0, help="skip calls predicted to take longer")
+    ap.add_argument("--tensorized-max", type=int, default=5000, help="largest N for geomloss-tensorized")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other implementations' results of the previous ot.json (re-run some peers only)")
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    sizes = args.sizes or ([1000, 2000, 5000] if args.quick else [1000, 2000, 5000, 10000, 20000])
+    load_before, t_start = _load(), time.time()
+    results: list[dict] = []
+    kept: list[dict] = []
+    old_meta: dict = {}
+    if args.merge and (Path(args.out) / "ot.json").exists():
+        old = json.loads((Path(args.out) / "ot.json").read_text())
+        kept = [r for r in old["results"] if r["impl"] not in args.impls and r["n"] in sizes]
+        old_meta = old["meta"]
+    last: dict[str, dict] = {}
+    for n in sizes:
+        for impl in args.impls:
+            spec = {"impl": impl, "n": n, "threads": args.threads, "repeats": args.repeats, "budget": args.budget}
+            prev = last.get(impl)
+            if impl == "geomloss-tensorized" and n > args.tensorized_max:
+                r = {"impl": impl, "n": n, "skipped": f"N > {args.tensorized_max}: dense N x M matrices"}
+            elif prev is not None and "seconds" not in prev:
+                r = {"impl": impl, "n": n, "skipped": "failed or skipped at a smaller N"}
+            elif prev is not None and prev["seconds"] * (n / prev["n"]) ** GROWTH.get(impl, 2.0) > args.max_call:
+                pred = prev["seconds"] * (n / prev["n"]) ** GROWTH.get(impl, 2.0)
+                r = {"impl": impl, "n": n, "skipped": f"predicted {pred:.0f} s > --max-call"}
+            else:
+                r = _run(spec, timeout=60 + args.max_call + args.budget * 2)
+            r["threads"] = args.threads
+            results.append(r)
+            last[impl] = r
+            value = f"  value {r['value']:.6g}" if "value" in r else ""
+            print(f"N={n:>6} {impl:<20} {_fmt_t(r)}{value}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = kept + results
+    impls = [i for i in IMPLS if any(r["impl"] == i for r in results)]
+    table = _table(results, sizes, impls)
+    load_after = _load()
+    busy = any(v > 0.5 for v in load_before[:1]) or any(v > args.threads + 0.5 for v in load_after[:1])
+    md = [
+        "# Sinkhorn divergence: lazygeom.ot vs GeomLoss vs POT",
+        "",
+        f"Forward + backward (gradient w.r.t. x) for lazygeom and GeomLoss; forward only for POT (float64 numpy). "
+        f"D = {D}, float32, blur {BLUR} (ε = {BLUR**2:g}), scaling {SCALING}, p = 2, uniform weights; "
+        f"x uniform in the unit cube, y normal (0.5, 0.15²). {args.threads} threads, best of up to {args.repeats} "
+        "calls per cell, each (implementation, N) in its own process; `cpu` is the CPU share "
+        "(CPU time / (wall x threads)). \"error\" is |value − OT| / OT against POT's exact `ot.emd2`.",
+        "",
+        table,
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
+        f"load average before {load_before}, after {load_after}"
+        + (" — other work was running: absolute times are pessimistic; compare ratios within the run."
+           if busy else "."),
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/ot.py" + (" --quick" if args.quick else "") + "`.",
+    ]
+    merged = sorted({r["impl"] for r in kept})
+    if merged:
+        md.insert(-2, f"{', '.join(merged)}: from a previous run (load average before "
+                      f"{old_meta.get('load_before')}, after {old_meta.get('load_after')}); the others from this one.")
+        md.insert(-2, "")
+    (out / "ot.md").write_text("\n".join(md) + "\n")
+    meta = {"sizes": sizes, "impls": impls, "merged_from_previous_run": merged, "previous_meta": old_meta or None,
+            "threads": args.threads, "blur": BLUR, "scaling": SCALING, "D": D, "load_before": load_before,
+            "load_after": load_after, "seconds_total": time.time() - t_start,
+            "machine": {"processor": platform.processor(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version()}}
+    (out / "ot.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    plotted = _plot(results, out / "ot.png")
+    print()
+    print(table)
+    plot = f", {out / 'ot.png'}" if plotted else " (no matplotlib: no plot)"
+    print(f"\nwrote {out / 'ot.md'}, {out / 'ot.json'}{plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""Optimal transport and kernel losses between weighted point clouds (GeomLoss-compatible).
+
+- :class:`SamplesLoss`: Sinkhorn divergences (balanced or unbalanced), Hausdorff divergence,
+  kernel norms (energy, gaussian, laplacian) — ``from lazygeom.ot import SamplesLoss`` replaces
+  ``from geomloss import SamplesLoss``;
+- :func:`sinkhorn`: the annealed Sinkhorn solver, returning a :class:`SinkhornResult`
+  (potentials, ε history, iteration count); :func:`sinkhorn_loop` is the loop itself, written
+  once for every backend (it receives a soft-min operator);
+- :func:`transport_plan` (a LazyTensor, never dense unless asked) and :func:`barycentric_map`;
+- :func:`epsilon_schedule`: the annealing schedule.
+
+Conventions (GeomLoss's): C = |x − y|²/2 for p = 2 and |x − y| for p = 1, ε = blur^p,
+ρ = reach^p. See :mod:`lazygeom.ot.sinkhorn` and :mod:`lazygeom.ot.divergence` for the maths.
+"""
+
+from .costs import ground_cost
+from .plan import barycentric_map, transport_plan
+from .samples_loss import SamplesLoss
+from .schedules import epsilon_schedule, max_diameter
+from .sinkhorn import SinkhornResult, sinkhorn_loop
+from .softmin import OnlineSoftmin, TensorizedSoftmin
+from .solve import sinkhorn
+
+__all__ = [
+    "OnlineSoftmin", "SamplesLoss", "SinkhornResult", "TensorizedSoftmin", "barycentric_map",
+    "epsilon_schedule", "ground_cost", "max_diameter", "sinkhorn", "sinkhorn_loop", "transport_plan",
+]

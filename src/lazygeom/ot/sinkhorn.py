@@ -1,0 +1,174 @@
+"""The Sinkhorn loop, written once for every backend: it receives a soft-min operator.
+
+Notation (ALGORITHMS.md section 3, GeomLoss conventions): α = Σ a_i δ_{x_i}, β = Σ b_j δ_{y_j},
+cost C, temperature ε = blur^p, marginal penalty ρ = reach^p (``None``: balanced OT), damping
+λ = 1 / (1 + ε/ρ) (λ = 1 when balanced), and
+
+    softmin_ε(C, h)_i = −ε log Σ_j exp(h_j − C_ij / ε).
+
+The entropic OT potentials solve f = λ softmin_ε(C_xy, log b + g/ε), g = λ softmin_ε(C_yx, log a
++ f/ε); the debiased divergence also needs the symmetric potentials f_aa (of OT(α, α)) and g_bb.
+
+Algorithm (Feydy et al., AISTATS 2019, "Interpolating between OT and MMD using Sinkhorn
+divergences"; Feydy's thesis, algorithm 3.4):
+
+1. at ε₀ (the first value of the schedule): g = λ softmin(C_yx, log a), f = λ softmin(C_xy, log b),
+   and with debiasing f_aa = λ softmin(C_xx, log a), g_bb = λ softmin(C_yy, log b);
+2. at each following ε (at ε₀ again if the schedule has one value): new potentials from the old
+   ones (all four at once), then the average of old and new ("symmetric" updates, which do not
+   oscillate);
+3. the final extrapolation: one more non-averaged update at ε = blur^p in which the log-weights
+   and the potentials inside the soft-min are *detached*, while the cost keeps its gradient with
+   respect to its row points. By the envelope theorem (the dual objective is stationary in the
+   potentials at the fixed point) the first-order gradients of the loss with respect to the
+   points and the weights are then exact at the fixed point, and autograd never goes through
+   the loop, whose memory would grow with the number of iterations.
+
+Steps 1-2 run under ``torch.no_grad``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from .softmin import SoftminOperator
+
+#: :attr:`SinkhornResult.converged` when the final update moved no potential by more than this
+#: fraction of ε (the plan's marginals then agree with a and b to about 1%).
+CONVERGED_RESIDUAL = 1e-2
+
+
+@dataclass(frozen=True)
+class SinkhornResult:
+    """The dual potentials of an (annealed) Sinkhorn solve.
+
+    The potentials are the *extrapolated* ones of the final step: differentiable with respect to
+    the points on their side (``f`` and ``f_aa`` with respect to x, ``g`` and ``g_bb`` w.r.t. y).
+
+    Attributes:
+        f: ``(B, N)`` (or ``(N,)``) potential f_ba of OT_ε(α, β), on x.
+        g: ``(B, M)`` potential g_ab, on y.
+        f_aa: ``(B, N)`` potential of OT_ε(α, α) on x, or None without debiasing.
+        g_bb: ``(B, M)`` potential of OT_ε(β, β) on y, or None.
+        eps: the final temperature ε = blur^p.
+        rho: the marginal penalty ρ = reach^p, None when balanced.
+        eps_history: the ε of the initialisation and of every averaged update of the loop (the
+            final extrapolation, at ``eps``, is not listed).
+        residual: max over the potentials of |extrapolated − last loop value| / ε: how much the
+            final (non-averaged) update moved them, in units of ε.
+    """
+
+    f: torch.Tensor
+    g: torch.Tensor
+    f_aa: Optional[torch.Tensor]
+    g_bb: Optional[torch.Tensor]
+    eps: float
+    rho: Optional[float]
+    eps_history: tuple[float, ...]
+    residual: float
+
+    @property
+    def n_iter(self) -> int:
+        """Number of Sinkhorn steps in the loop (initialisation included, extrapolation not)."""
+        return len(self.eps_history)
+
+    @property
+    def converged(self) -> bool:
+        """Whether the final update moved the potentials by at most ``CONVERGED_RESIDUAL`` · ε."""
+        return self.residual <= CONVERGED_RESIDUAL
+
+    @property
+    def debiased(self) -> bool:
+        return self.f_aa is not None
+
+    def map(self, fn) -> "SinkhornResult":
+        """The same result with ``fn`` applied to every potential (e.g. to drop a batch dimension)."""
+        f_aa = None if self.f_aa is None else fn(self.f_aa)
+        g_bb = None if self.g_bb is None else fn(self.g_bb)
+        return SinkhornResult(fn(self.f), fn(self.g), f_aa, g_bb, self.eps, self.rho, self.eps_history, self.residual)
+
+
+def damping(eps: float, rho: Optional[float]) -> float:
+    """λ = 1 / (1 + ε/ρ): the KL marginal penalty shrinks the potentials (1 when balanced)."""
+    return 1.0 if rho is None else 1.0 / (1.0 + eps / rho)
+
+
+def _max_change(new: torch.Tensor, old: torch.Tensor) -> float:
+    # a NaN or an infinity propagates: such a result must not look converged
+    return float((new.detach() - old.detach()).abs().max())
+
+
+def sinkhorn_loop(
+    softmin: SoftminOperator,
+    a_log: torch.Tensor,
+    b_log: torch.Tensor,
+    eps_list: Sequence[float],
+    rho: Optional[float] = None,
+    debias: bool = True,
+    extrapolate: bool = True,
+) -> SinkhornResult:
+    """Annealed, symmetric Sinkhorn iterations with a final differentiable extrapolation.
+
+    Args:
+        softmin: the soft-min operator (:mod:`lazygeom.ot.softmin`), which holds x and y.
+        a_log: ``(B, N)`` log-weights of x (−inf for weight 0); detached here.
+        b_log: ``(B, M)`` log-weights of y.
+        eps_list: the temperatures (:func:`lazygeom.ot.schedules.epsilon_schedule`); the last one
+            is the target ε. Repeating it runs more iterations at the target.
+        rho: ρ = reach^p for unbalanced OT with KL penalties, None for balanced OT.
+        debias: also compute f_aa and g_bb (for the Sinkhorn divergence).
+        extrapolate: run the final differentiable step (else the potentials are the loop's,
+            without graph).
+
+    Returns:
+        A :class:`SinkhornResult`.
+    """
+    eps_list = tuple(float(e) for e in eps_list)
+    if not eps_list or not all(e > 0 for e in eps_list):
+        raise ValueError(f"eps_list must be a non-empty sequence of positive numbers, got {eps_list}")
+    if rho is not None and not rho > 0:
+        raise ValueError(f"rho (reach^p) must be positive or None, got {rho!r}")
+    a_log, b_log = a_log.detach(), b_log.detach()
+    f_aa = g_bb = None
+    history = [eps_list[0]] + list(eps_list[1:] or eps_list)
+    with torch.no_grad():
+        eps = eps_list[0]
+        lam = damping(eps, rho)
+        f = lam * softmin(eps, "xy", b_log)
+        g = lam * softmin(eps, "yx", a_log)
+        if debias:
+            f_aa = lam * softmin(eps, "xx", a_log)
+            g_bb = lam * softmin(eps, "yy", b_log)
+        # The initialisation computes f and g from zero potentials, which double-counts their
+        # constant parts; one averaged update fixes that, so a one-value schedule gets one.
+        for eps in eps_list[1:] or eps_list:
+            lam = damping(eps, rho)
+            ft = lam * softmin(eps, "xy", b_log + g / eps)
+            gt = lam * softmin(eps, "yx", a_log + f / eps)
+            f, g = 0.5 * (f + ft), 0.5 * (g + gt)
+            if debias:
+                ft_aa = lam * softmin(eps, "xx", a_log + f_aa / eps)
+                gt_bb = lam * softmin(eps, "yy", b_log + g_bb / eps)
+                f_aa, g_bb = 0.5 * (f_aa + ft_aa), 0.5 * (g_bb + gt_bb)
+
+    eps = eps_list[-1]
+    if not extrapolate:
+        return SinkhornResult(f, g, f_aa, g_bb, eps, rho, tuple(history), float("nan"))
+    lam = damping(eps, rho)
+    old = [f, g] + ([f_aa, g_bb] if debias else [])
+    # Detached log-weights and potentials: only the cost carries gradients (envelope theorem).
+    f_new = lam * softmin(eps, "xy", (b_log + g / eps).detach(), grad="rows")
+    g_new = lam * softmin(eps, "yx", (a_log + f / eps).detach(), grad="rows")
+    new = [f_new, g_new]
+    if debias:
+        f_aa = lam * softmin(eps, "xx", (a_log + f_aa / eps).detach(), grad="rows")
+        g_bb = lam * softmin(eps, "yy", (b_log + g_bb / eps).detach(), grad="rows")
+        new += [f_aa, g_bb]
+    residual = max(_max_change(n, o) for n, o in zip(new, old)) / eps
+    return SinkhornResult(f_new, g_new, f_aa, g_bb, eps, rho, tuple(history), residual)
+
+
+__all__ = ["CONVERGED_RESIDUAL", "SinkhornResult", "damping", "sinkhorn_loop"]
