@@ -8,7 +8,7 @@ $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# the CPU build of torch 2.13.0 (a bare `torch` would pull a multi-GB CUDA build)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,plot]"
 	touch $@
 
 demo: $(VENV)/.stamp

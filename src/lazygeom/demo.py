@@ -41,7 +41,7 @@ class DemoSizes:
 
 
 QUICK = DemoSizes(knn_n=300, knn_m=2_000, knn_d=50, k=10, knn_check=100, kernel_n=4_000, kernel_check=50,
-                  ot_points=300, ot_steps=20)
+                  ot_points=200, ot_steps=20)
 #: the kernel size is picked to fit a time budget: N = M = 100,000 with a fast backend, less with the
 #: pure-PyTorch reference backend (about a minute in all on 2 CPU cores)
 DEFAULT = DemoSizes(knn_n=2_000, knn_m=20_000, knn_d=50, k=10, knn_check=200, kernel_n=None, kernel_check=100)

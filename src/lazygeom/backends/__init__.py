@@ -10,14 +10,17 @@ from ..errors import BackendUnavailable
 from .base import Backend, Call
 from .cpu import CpuBackend
 from .reference import ReferenceBackend
+from .triton import TritonBackend
 
 _REFERENCE = ReferenceBackend()
 _CPU = CpuBackend()
+_TRITON = TritonBackend()
 
 
 def available_backends() -> list[str]:
     """Names of the backends that can run on this machine."""
-    return ["reference"] + (["cpu"] if CpuBackend.available() else [])
+    return (["reference"] + (["cpu"] if CpuBackend.available() else [])
+            + (["triton"] if TritonBackend.available() else []))
 
 
 def _warn_no_compiler() -> None:
@@ -34,10 +37,12 @@ def select_backend(name: str, call: Call, args: Sequence) -> Backend:
 
     - ``"reference"``: the pure-PyTorch oracle, always.
     - ``"cpu"``: the compiled C++ backend; an error if it cannot run this call.
-    - ``"auto"`` and pykeops' ``"CPU"``: the compiled backend for CPU tensors in float32/float64
-      when a compiler is present (else the reference backend, with one warning); the reference
-      backend for other devices and dtypes until the GPU backend lands.
-    - ``"triton"`` (pykeops' ``"GPU"``): not available yet.
+    - ``"auto"``: Triton for CUDA tensors when it is installed (else the reference backend);
+      for CPU tensors, as pykeops' ``"CPU"``.
+    - pykeops' ``"CPU"``: the compiled backend for CPU tensors in float32/float64 when a compiler
+      is present (else the reference backend, with one warning); the reference backend otherwise.
+    - ``"triton"`` (pykeops' ``"GPU"``): the Triton backend; CPU tensors are copied to the GPU and
+      back, or run in Triton's interpreter when ``TRITON_INTERPRET=1`` (tests).
     """
     name = normalize_backend(name)
     if name == "reference":
@@ -52,6 +57,20 @@ def select_backend(name: str, call: Call, args: Sequence) -> Backend:
                 f"backend 'cpu' runs float32/float64 CPU tensors; got dtypes {dtypes} on devices {devices}"
             )
         return _CPU
+    if name == "triton":
+        if not TritonBackend.available():
+            raise BackendUnavailable(
+                "the GPU backend 'triton' (pykeops: 'GPU') is not available here: it needs the triton "
+                "package and a CUDA device (or TRITON_INTERPRET=1 to run it, slowly, on CPU tensors); "
+                f"available: {available_backends()} (or 'auto')"
+            )
+        reason = _TRITON.why_not(call, args)
+        if reason is not None:
+            raise BackendUnavailable(f"backend 'triton' cannot run {call.describe()}: {reason}")
+        return _TRITON
+    on_cuda = any(getattr(a, "device", None) is not None and a.device.type == "cuda" for a in args)
+    if name == "auto" and on_cuda and TritonBackend.available() and _TRITON.supports(call, args):
+        return _TRITON
     if name in ("auto", "cpu_any"):
         on_cpu = all(getattr(a, "device", None) is None or a.device.type == "cpu" for a in args)
         if on_cpu and _CPU.supports(call, args):
@@ -59,12 +78,8 @@ def select_backend(name: str, call: Call, args: Sequence) -> Backend:
                 return _CPU
             _warn_no_compiler()
         return _REFERENCE
-    # the config has already turned pykeops' "GPU" into "triton": name both for the user
-    what = "the GPU backend 'triton' (pykeops: 'GPU')" if name == "triton" else f"backend {name!r}"
-    raise BackendUnavailable(
-        f"{what} is not available in this version of lazygeom; "
-        f"available: {available_backends()} (or 'auto')"
-    )
+    raise BackendUnavailable(f"backend {name!r} is not available; available: {available_backends()} (or 'auto')")
 
 
-__all__ = ["Backend", "Call", "CpuBackend", "ReferenceBackend", "available_backends", "select_backend"]
+__all__ = ["Backend", "Call", "CpuBackend", "ReferenceBackend", "TritonBackend", "available_backends",
+           "select_backend"]
