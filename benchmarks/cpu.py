@@ -101,6 +101,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from procmem import reset_peak, status_bytes  # benchmarks/procmem.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 HEADER_DIR = ROOT / "src" / "lazygeom" / "backends" / "cpu"
@@ -328,23 +330,6 @@ def version_of(impl: str) -> str:
 # ============================================================================================
 
 
-def _status_bytes(field: str):
-    try:
-        m = re.search(rf"{field}:\s+(\d+)\s+kB", Path("/proc/self/status").read_text())
-    except OSError:
-        return None
-    return int(m.group(1)) * 1024 if m else None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _timed(f, *args):
     """(wall seconds, process CPU seconds, result) of one call."""
     c0, t0 = time.process_time(), time.perf_counter()
@@ -403,10 +388,10 @@ def worker(spec: dict) -> dict:
     rows = check_rows(n)
 
     if bench == "big":  # one call: its peak extra resident memory and its time
-        can_peak = _reset_peak()
-        base = _status_bytes("VmRSS")
+        can_peak = reset_peak()
+        base = status_bytes("VmRSS")
         wall, cpu, out = _timed(f, *args)
-        peak = _status_bytes("VmHWM") if can_peak else None
+        peak = status_bytes("VmHWM") if can_peak else None
         res["times_s"] = [wall]
         res["cpu_s"] = [cpu]
         res["input_bytes"] = sum(a.numel() * a.element_size() for a in args)

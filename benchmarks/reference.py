@@ -54,6 +54,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from procmem import reset_peak, status_bytes  # benchmarks/procmem.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 SIGMA = 0.1
 D = 3
@@ -64,23 +66,6 @@ FLOP_PER_PAIR = 12  # sub 3, square 3, sum 2, scale 1, exp 1, times b 1, add 1 (
 # --------------------------------------------------------------------------------------------
 # worker side (one measurement per process)
 # --------------------------------------------------------------------------------------------
-
-
-def _status_kb(field: str):
-    try:
-        m = re.search(rf"{field}:\s+(\d+)\s+kB", Path("/proc/self/status").read_text())
-    except OSError:
-        return None
-    return int(m.group(1)) * 1024 if m else None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _data(n: int, seed: int = 0):
@@ -115,14 +100,14 @@ def worker(impl: str, n: int, backend: str, repeats: int, budget: float, save: s
     fn = _impl(impl, backend)
     fn(*_data(WARMUP_N, seed=1))
     x, y, b = _data(n)
-    can_peak = _reset_peak()
-    base = _status_kb("VmRSS")
+    can_peak = reset_peak()
+    base = status_bytes("VmRSS")
     times, cpu = [], []
     c0, t0 = time.process_time(), time.perf_counter()
     out = fn(x, y, b)
     times.append(time.perf_counter() - t0)
     cpu.append(time.process_time() - c0)
-    peak = _status_kb("VmHWM") if can_peak else None
+    peak = status_bytes("VmHWM") if can_peak else None
     while len(times) < repeats and sum(times) + times[0] <= budget:
         del out
         c0, t0 = time.process_time(), time.perf_counter()

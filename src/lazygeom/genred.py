@@ -66,7 +66,7 @@ class _GenredFn(torch.autograd.Function):
         return (None, None, *grads)
 
 
-def _wrt(call: Call, args, needs) -> list[int]:
+def _wrt(args, needs) -> list[int]:
     return [k for k in range(len(args)) if needs[k] and args[k].is_floating_point()]
 
 
@@ -90,7 +90,7 @@ def _split(t: torch.Tensor, dims: list[int]) -> list[torch.Tensor]:
 def _sum_like_backward(call: Call, backend: str, args, outs, g, needs) -> list[Optional[torch.Tensor]]:
     red, n = call.reduction, len(args)
     grads: list[Optional[torch.Tensor]] = [None] * n
-    ks = _wrt(call, args, needs)
+    ks = _wrt(args, needs)
     if not ks or g is None:
         return grads
     wrt = [var(k, call.cats[k], args[k].shape[-1]) for k in ks]
@@ -129,7 +129,7 @@ def _sum_like_backward(call: Call, backend: str, args, outs, g, needs) -> list[O
 def _selection_backward(call: Call, backend: str, args, outs, g, needs) -> list[Optional[torch.Tensor]]:
     red, n = call.reduction, len(args)
     grads: list[Optional[torch.Tensor]] = [None] * n
-    ks = _wrt(call, args, needs)
+    ks = _wrt(args, needs)
     if not ks or g is None:
         return grads
     _, is_k = SELECTION[red.kind]
