@@ -35,7 +35,7 @@ import torch
 
 __all__ = [
     "check_ranges", "cluster_centroids", "cluster_ranges", "cluster_ranges_centroids", "dense_mask",
-    "from_matrix", "grid_cluster", "sort_clusters", "swap_axes",
+    "from_matrix", "from_pairs", "grid_cluster", "sort_clusters", "swap_axes",
 ]
 
 RANGES_NAMES = ("ranges_i", "slices_i", "redranges_j", "ranges_j", "slices_j", "redranges_i")
@@ -297,13 +297,67 @@ def from_matrix(ranges_i, ranges_j, keep):
     if not isinstance(keep, torch.Tensor) or tuple(keep.shape) != (ranges_i.shape[0], ranges_j.shape[0]):
         raise ValueError(f"keep must be a ({ranges_i.shape[0]}, {ranges_j.shape[0]}) boolean array "
                          f"(i-clusters x j-clusters), got shape {tuple(getattr(keep, 'shape', ()))}")
-    keep = keep.to(device=ranges_i.device, dtype=torch.bool)
-    ranges_j = ranges_j.to(ranges_i.device)
-    _, cols = keep.nonzero(as_tuple=True)  # row-major: j-clusters listed i-cluster by i-cluster
-    _, rows = keep.t().nonzero(as_tuple=True)
-    slices_i = keep.sum(1, dtype=torch.int64).cumsum(0)
-    slices_j = keep.sum(0, dtype=torch.int64).cumsum(0)
-    return ranges_i, slices_i, ranges_j[cols], ranges_j, slices_j, ranges_i[rows]
+    rows, cols = keep.to(device=ranges_i.device, dtype=torch.bool).nonzero(as_tuple=True)
+    return from_pairs(ranges_i, ranges_j, rows, cols)
+
+
+def pair_slices(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                merge: bool = False, presorted: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(slices, redranges)``: one half of :func:`from_pairs` (the reduction over columns).
+
+    Args:
+        ranges_rows, ranges_cols: (C, 2) int64 ranges of the row and column clusters.
+        rows, cols: int64 cluster indices of the pairs, each pair once.
+        merge: fuse touching column ranges (see :func:`from_pairs`).
+        presorted: the pairs are already sorted by row, then column (skips a sort).
+    """
+    if not presorted:
+        order = torch.argsort(rows * max(ranges_cols.shape[0], 1) + cols)  # by row cluster, then column
+        rows, cols = rows[order], cols[order]
+    red = ranges_cols[cols]
+    if merge and red.shape[0] > 1:
+        # a column range that starts where the previous one of the same row cluster ends extends it
+        new = torch.ones(red.shape[0], dtype=torch.bool, device=red.device)
+        new[1:] = (rows[1:] != rows[:-1]) | (red[1:, 0] != red[:-1, 1])
+        first = new.nonzero()[:, 0]
+        last = torch.cat((first[1:] - 1, first.new_tensor([red.shape[0] - 1])))
+        rows, red = rows[first], torch.stack((red[first, 0], red[last, 1]), dim=1)
+    slices = torch.bincount(rows, minlength=ranges_rows.shape[0]).cumsum(0)
+    return slices, red
+
+
+@_numpy_io
+def from_pairs(ranges_i, ranges_j, rows, cols, merge: bool = False):
+    r"""The block-sparse ``ranges`` 6-tuple of a list of interacting cluster pairs (sparse :func:`from_matrix`).
+
+    Pair :math:`(i, j)` is visited iff ``(k, l)`` is listed, where ``i`` is in i-cluster ``k``
+    and ``j`` in j-cluster ``l``. Nothing of size Ci x Cj is allocated, so that cluster counts in
+    the hundreds of thousands are fine when few pairs interact.
+
+    Args:
+        ranges_i: (Ci, 2) ``[start, end)`` of the i-clusters.
+        ranges_j: (Cj, 2) ``[start, end)`` of the j-clusters.
+        rows: (K,) i-cluster of each pair, in ``[0, Ci)``; each pair listed once.
+        cols: (K,) j-cluster of each pair, in ``[0, Cj)``.
+        merge: fuse the ranges that touch (``end`` of one = ``start`` of the next, within one
+            cluster's list) into one: fewer, longer ranges for the kernels, same pairs visited.
+
+    Returns:
+        ``(ranges_i, slices_i, redranges_j, ranges_j, slices_j, redranges_i)``, int64. Without
+        ``merge`` it equals ``from_matrix`` of the corresponding mask.
+    """
+    ranges_i, ranges_j = _int_array(ranges_i, "ranges_i", True), _int_array(ranges_j, "ranges_j", True)
+    rows, cols = _int_array(rows, "rows", False).reshape(-1), _int_array(cols, "cols", False).reshape(-1)
+    if rows.shape != cols.shape:
+        raise ValueError(f"rows and cols must have the same length, got {rows.shape[0]} and {cols.shape[0]}")
+    for name, v, n in (("rows", rows, ranges_i.shape[0]), ("cols", cols, ranges_j.shape[0])):
+        if v.numel() and (int(v.min()) < 0 or int(v.max()) >= n):
+            raise ValueError(f"{name} must hold cluster indices in [0, {n}), got values in "
+                             f"[{int(v.min())}, {int(v.max())}]")
+    ranges_j, rows, cols = ranges_j.to(ranges_i.device), rows.to(ranges_i.device), cols.to(ranges_i.device)
+    slices_i, redranges_j = pair_slices(ranges_i, ranges_j, rows, cols, merge)
+    slices_j, redranges_i = pair_slices(ranges_j, ranges_i, cols, rows, merge)
+    return ranges_i, slices_i, redranges_j, ranges_j, slices_j, redranges_i
 
 
 def _check_six(ranges) -> None:

@@ -218,8 +218,12 @@ def test_type_errors():
 
 
 def test_constructor_errors():
-    with pytest.raises(NotImplementedError, match="multiscale"):
-        SamplesLoss(backend="multiscale")
+    for kwargs in (dict(loss="hausdorff"), dict(loss="gaussian"), dict(p=2, cost=lambda x, y: ((x - y) ** 2).sum(-1))):
+        with pytest.raises(ValueError, match="multiscale"):
+            SamplesLoss(backend="multiscale", **kwargs)
+    for kwargs in (dict(truncate=0), dict(truncate="5"), dict(cluster_scale=-1.0)):
+        with pytest.raises(ValueError):
+            SamplesLoss(backend="multiscale", **kwargs)
     for kwargs, exc in [(dict(loss="wasserstein"), ValueError), (dict(backend="keops"), ValueError),
                         (dict(p=3), ValueError), (dict(blur=0), ValueError), (dict(scaling=1.5), ValueError),
                         (dict(reach=-1.0), ValueError), (dict(cost="SqDist(X,Y)"), TypeError)]:

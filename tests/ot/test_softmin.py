@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from lazygeom.ot.costs import ground_cost
-from lazygeom.ot.softmin import TENSORIZED_MAX_ENTRIES, OnlineSoftmin, TensorizedSoftmin, choose_backend
+from lazygeom.ot.softmin import (
+    MULTISCALE_MAX_DIM, MULTISCALE_MIN_POINTS, TENSORIZED_MAX_ENTRIES, OnlineSoftmin, TensorizedSoftmin, choose_backend,
+)
 
 from ot_helpers import cloud, dense_cost
 
@@ -88,7 +90,13 @@ def test_backend_policy():
     assert choose_backend("auto", 4, n, n) == "online"  # the batch counts
     assert choose_backend("online", 1, 2, 2) == "online"
     assert choose_backend("tensorized", 1, 10**4, 10**4) == "tensorized"
-    with pytest.raises(NotImplementedError, match="multiscale"):
-        choose_backend("multiscale", 1, 10, 10)
+    with pytest.raises(ValueError, match="built-in costs"):
+        choose_backend("multiscale", 1, 10, 10)  # without multiscale=True: not a multiscale problem
+    assert choose_backend("multiscale", 1, 10, 10, D=3, multiscale=True) == "multiscale"
+    big = MULTISCALE_MIN_POINTS
+    assert choose_backend("auto", 1, big, big, D=3, multiscale=True) == "multiscale"
+    assert choose_backend("auto", 1, big - 1, big, D=3, multiscale=True) == "online"
+    assert choose_backend("auto", 1, big, big, D=MULTISCALE_MAX_DIM + 1, multiscale=True) == "online"
+    assert choose_backend("auto", 1, big, big, D=3, multiscale=False) == "online"
     with pytest.raises(ValueError, match="backend must be one of"):
         choose_backend("keops", 1, 10, 10)

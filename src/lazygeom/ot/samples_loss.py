@@ -9,8 +9,9 @@ GeomLoss code runs by changing the import::
 Differences from GeomLoss (each one a fix): the Hausdorff loss works; identical clouds
 (diameter 0) do not crash; the unbalanced gradients have the right scale
 (:mod:`lazygeom.ot.divergence`); the ε-schedule does not repeat its first value; a custom cost is a
-callable building a LazyTensor formula (no formula strings); ``backend="multiscale"`` is not
-available yet.
+callable building a LazyTensor formula (no formula strings); the multiscale backend has any
+number of levels (GeomLoss: two), supports batches and user cluster labels, and bounds what
+its kernel truncation drops (:mod:`lazygeom.ot.truncation`).
 """
 
 from __future__ import annotations
@@ -62,18 +63,24 @@ class SamplesLoss(torch.nn.Module):
             starts the ε-schedule.
         scaling: the ratio of consecutive blurs in the ε-schedule, in (0, 1): closer to 1 is
             more accurate and slower.
-        truncate: for the multiscale backend (not available yet); accepted and ignored.
+        truncate: multiscale backend: cluster pairs whose kernel values all lie below exp(−truncate)
+            times the largest are dropped (None: none is).
         cost: a callable ``cost(x_i, y_j)`` built from LazyTensor operations (also applied to
             dense tensors by the tensorized backend; see :mod:`lazygeom.ot.costs`).
         kernel: a callable ``k(x_i, y_j)`` for the kernel losses (same convention).
-        cluster_scale: for the multiscale backend (not available yet); accepted and ignored.
+        cluster_scale: multiscale backend: the grid side of the finest cluster level (default:
+            about 32 points per cell, :func:`lazygeom.ot.multiscale.default_cluster_scale`).
         debias: the debiased divergence (True) or raw entropic OT (False), for "sinkhorn".
         potentials: return the dual potentials ``(F, G)``, shaped like the weights, instead of
             the loss (sinkhorn: f − f_aa and g − g_bb, or f and g without debiasing).
-        verbose: print the backend, the schedule and the timing of each call.
+        verbose: print the backend, the schedule and the timing of each call (multiscale: also
+            the levels, the level of each step and the fraction of point pairs visited).
         backend: "auto" (tensorized for at most ``TENSORIZED_MAX_ENTRIES`` = 32,768 cost entries
-            B·N·M, else online), "tensorized" (dense torch), "online" (LazyTensor reductions,
-            memory O(N + M)) or "multiscale" (raises NotImplementedError for now).
+            B·N·M; else, for sinkhorn with a built-in cost in D <= 3 and at least
+            ``MULTISCALE_MIN_POINTS`` points per cloud, multiscale; else online), "tensorized"
+            (dense torch), "online" (LazyTensor reductions, memory O(N + M)) or "multiscale"
+            (block-sparse reductions on coarse-to-fine grid clusters, :mod:`lazygeom.ot.multiscale`;
+            sinkhorn only).
 
     Shapes:
         ``loss(x, y)`` with uniform weights or ``loss(a, x, b, y)``: x ``(N, D)``, a ``(N,)``,
@@ -106,7 +113,13 @@ class SamplesLoss(torch.nn.Module):
             raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        choose_backend(backend, 1, 1, 1)  # "multiscale": NotImplementedError now, not at the first call
+        if backend == "multiscale" and not (loss == "sinkhorn" and cost is None and p in (1, 2)):
+            raise ValueError(f"backend='multiscale' computes the 'sinkhorn' loss with the built-in costs "
+                             f"(p=1 or 2, no cost=...), got loss={loss!r}, p={p!r}, cost={cost!r}")
+        if truncate is not None and not (isinstance(truncate, (int, float)) and truncate > 0):
+            raise ValueError(f"truncate must be a positive number or None, got {truncate!r}")
+        if cluster_scale is not None and not (isinstance(cluster_scale, (int, float)) and cluster_scale > 0):
+            raise ValueError(f"cluster_scale must be a positive number or None, got {cluster_scale!r}")
         if not (isinstance(blur, (int, float)) and blur > 0):
             raise ValueError(f"blur must be a positive number, got {blur!r}")
         if loss in ("sinkhorn", "hausdorff"):
@@ -133,7 +146,8 @@ class SamplesLoss(torch.nn.Module):
         B, N, M = m.sizes
         if self.loss == "sinkhorn":
             res, used = solve_measures(m, self.p, self.blur, self.reach, self.diameter, self.scaling,
-                                       self.cost, self.debias, self.backend)
+                                       self.cost, self.debias, self.backend, truncate=self.truncate,
+                                       cluster_scale=self.cluster_scale, verbose=self.verbose)
             if self.potentials:
                 F, G = (res.f - res.f_aa, res.g - res.g_bb) if self.debias else (res.f, res.g)
                 out: Output = (m.unbatch(F), m.unbatch(G))

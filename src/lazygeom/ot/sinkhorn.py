@@ -30,7 +30,7 @@ Steps 1-2 run under ``torch.no_grad``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence
 
 import torch
 
@@ -91,6 +91,24 @@ class SinkhornResult:
         return SinkhornResult(fn(self.f), fn(self.g), f_aa, g_bb, self.eps, self.rho, self.eps_history, self.residual)
 
 
+#: ``(f, g, f_aa, g_bb)``: the potentials of the loop (the last two None without debiasing)
+Potentials = tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]
+
+
+class Refiner(Protocol):
+    """The multiscale hook of :func:`sinkhorn_loop` (see :mod:`lazygeom.ot.multiscale`).
+
+    ``refine(eps, eps_prev, potentials, final)`` is called before the update at temperature
+    ``eps`` (the potentials being those of the update at ``eps_prev``) and, with ``final=True``,
+    before the final extrapolation. It returns None to stay on the current discretization, or
+    ``(softmin, a_log, b_log, potentials)`` on a finer one: the new operator, log-weights and the
+    potentials extrapolated to its points. ``final=True`` must reach the finest one.
+    """
+
+    def __call__(self, eps: float, eps_prev: float, potentials: Potentials,
+                 final: bool) -> Optional[tuple[SoftminOperator, torch.Tensor, torch.Tensor, Potentials]]: ...
+
+
 def damping(eps: float, rho: Optional[float]) -> float:
     """λ = 1 / (1 + ε/ρ): the KL marginal penalty shrinks the potentials (1 when balanced)."""
     return 1.0 if rho is None else 1.0 / (1.0 + eps / rho)
@@ -109,6 +127,7 @@ def sinkhorn_loop(
     rho: Optional[float] = None,
     debias: bool = True,
     extrapolate: bool = True,
+    refine: Optional[Refiner] = None,
 ) -> SinkhornResult:
     """Annealed, symmetric Sinkhorn iterations with a final differentiable extrapolation.
 
@@ -122,6 +141,8 @@ def sinkhorn_loop(
         debias: also compute f_aa and g_bb (for the Sinkhorn divergence).
         extrapolate: run the final differentiable step (else the potentials are the loop's,
             without graph).
+        refine: the multiscale hook (:class:`Refiner`): called before every update and before
+            the extrapolation, it may move the problem to a finer discretization.
 
     Returns:
         A :class:`SinkhornResult`.
@@ -144,7 +165,10 @@ def sinkhorn_loop(
             g_bb = lam * softmin(eps, "yy", b_log)
         # The initialisation computes f and g from zero potentials, which double-counts their
         # constant parts; one averaged update fixes that, so a one-value schedule gets one.
-        for eps in eps_list[1:] or eps_list:
+        for eps_prev, eps in zip(eps_list, eps_list[1:] or eps_list):
+            if refine is not None:
+                softmin, a_log, b_log, (f, g, f_aa, g_bb) = refine(eps, eps_prev, (f, g, f_aa, g_bb), False) \
+                    or (softmin, a_log, b_log, (f, g, f_aa, g_bb))
             lam = damping(eps, rho)
             ft = lam * softmin(eps, "xy", b_log + g / eps)
             gt = lam * softmin(eps, "yx", a_log + f / eps)
@@ -155,6 +179,10 @@ def sinkhorn_loop(
                 f_aa, g_bb = 0.5 * (f_aa + ft_aa), 0.5 * (g_bb + gt_bb)
 
     eps = eps_list[-1]
+    if refine is not None:
+        with torch.no_grad():
+            softmin, a_log, b_log, (f, g, f_aa, g_bb) = refine(eps, history[-1], (f, g, f_aa, g_bb), True) \
+                or (softmin, a_log, b_log, (f, g, f_aa, g_bb))
     if not extrapolate:
         return SinkhornResult(f, g, f_aa, g_bb, eps, rho, tuple(history), float("nan"))
     lam = damping(eps, rho)
@@ -171,4 +199,4 @@ def sinkhorn_loop(
     return SinkhornResult(f_new, g_new, f_aa, g_bb, eps, rho, tuple(history), residual)
 
 
-__all__ = ["CONVERGED_RESIDUAL", "SinkhornResult", "damping", "sinkhorn_loop"]
+__all__ = ["CONVERGED_RESIDUAL", "Potentials", "Refiner", "SinkhornResult", "damping", "sinkhorn_loop"]

@@ -144,28 +144,44 @@ class OnlineSoftmin(_PointPairs):
             return -eps * F.logsumexp(dim=-2, backend=self.engine_backend)[..., 0]
 
 
-def choose_backend(backend: str, B: int, N: int, M: int) -> str:
-    """The solver behind ``backend`` for a problem of B batches of N x M points.
+#: ``backend="auto"`` uses the multiscale solver (Sinkhorn, built-in cost) from this many points
+#: per cloud, in dimension at most ``MULTISCALE_MAX_DIM``: measured in benchmarks/ot.py (2 CPU
+#: cores, D = 3, blur 0.05): see docs/architecture.md.
+MULTISCALE_MIN_POINTS = 5_000
+MULTISCALE_MAX_DIM = 3
+
+
+def choose_backend(backend: str, B: int, N: int, M: int, D: Optional[int] = None,
+                   multiscale: bool = False) -> str:
+    """The solver behind ``backend`` for a problem of B batches of N x M points in dimension D.
 
     Args:
         backend: "auto", "tensorized", "online" or "multiscale".
+        D: the points' dimension (for "auto"'s multiscale rule).
+        multiscale: whether the problem can use the multiscale solver (Sinkhorn with a built-in
+            cost); "multiscale" is refused otherwise.
 
     Returns:
-        "tensorized" or "online"; "auto" gives "tensorized" when B·N·M <= TENSORIZED_MAX_ENTRIES.
+        The solver's name. "auto" gives "tensorized" when B·N·M <= TENSORIZED_MAX_ENTRIES, else
+        "multiscale" when allowed, D <= MULTISCALE_MAX_DIM and min(N, M) >= MULTISCALE_MIN_POINTS
+        (grid clusters pay off in low dimension, for large clouds), else "online".
 
     Raises:
-        NotImplementedError: "multiscale" (block-sparse Sinkhorn is a separate issue).
-        ValueError: an unknown name.
+        ValueError: an unknown name, or "multiscale" where it cannot be used.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "multiscale":
-        raise NotImplementedError(
-            "backend='multiscale' (block-sparse multiscale Sinkhorn) is not implemented yet; "
-            "use backend='online' (same results, memory O(N + M)) or 'auto'"
+    if backend == "multiscale" and not multiscale:
+        raise ValueError(
+            "backend='multiscale' solves Sinkhorn problems with the built-in costs (p=1 or p=2, no "
+            "cost=...); use backend='online' (memory O(N + M)) or 'auto'"
         )
     if backend == "auto":
-        return "tensorized" if B * N * M <= TENSORIZED_MAX_ENTRIES else "online"
+        if B * N * M <= TENSORIZED_MAX_ENTRIES:
+            return "tensorized"
+        if multiscale and D is not None and D <= MULTISCALE_MAX_DIM and min(N, M) >= MULTISCALE_MIN_POINTS:
+            return "multiscale"
+        return "online"
     return backend
 
 

@@ -16,6 +16,7 @@ from ._inputs import Measures, parse_measures
 from .costs import CostFn, ground_cost
 from .schedules import epsilon_schedule, max_diameter
 from .sinkhorn import SinkhornResult, sinkhorn_loop
+from .multiscale import Multiscale, default_cluster_scale
 from .softmin import choose_backend, make_softmin
 
 
@@ -35,11 +36,16 @@ def solve_measures(
     debias: bool = True,
     backend: str = "auto",
     extra_iterations: int = 0,
+    truncate: Optional[float] = 5.0,
+    cluster_scale: Optional[float] = None,
+    labels: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    verbose: bool = False,
 ) -> tuple[SinkhornResult, str]:
     """Solve entropic OT between checked, batched measures; returns the result and the backend used."""
     check_reach(reach)
     B, N, M = m.sizes
-    resolved = choose_backend(backend, B, N, M)
+    D = m.x.shape[-1]
+    resolved = choose_backend(backend, B, N, M, D, multiscale=cost is None and p in (1, 2))
     C = ground_cost(p, cost)
     if diameter is None:
         diameter = max_diameter(m.x, m.y)
@@ -48,8 +54,18 @@ def solve_measures(
         raise ValueError(f"extra_iterations must be >= 0, got {extra_iterations}")
     eps_list = eps_list + (eps_list[-1],) * int(extra_iterations)
     rho = None if reach is None else float(reach) ** p
-    softmin = make_softmin(resolved, m.x, m.y, C)
+    if truncate is not None and not (isinstance(truncate, (int, float)) and truncate > 0):
+        raise ValueError(f"truncate must be a positive number or None (no truncation), got {truncate!r}")
     # log(0) = -inf: points of weight zero drop out of the soft-mins (the loop detaches these)
+    if resolved == "multiscale":
+        scale = cluster_scale if cluster_scale is not None else default_cluster_scale(max(N, M), D, float(diameter))
+        ms = Multiscale(m.x, m.a, m.y, m.b, p, C, eps_list, rho, truncate, scale, labels, verbose)
+        softmin, a_log, b_log = ms.start()
+        res = sinkhorn_loop(softmin, a_log, b_log, eps_list, rho=rho, debias=debias, refine=ms)
+        return ms.result(res), resolved
+    if labels is not None:
+        raise ValueError(f"labels are cluster labels for backend='multiscale', not for {resolved!r}")
+    softmin = make_softmin(resolved, m.x, m.y, C)
     with torch.no_grad():
         a_log, b_log = m.a.log(), m.b.log()
     res = sinkhorn_loop(softmin, a_log, b_log, eps_list, rho=rho, debias=debias)
@@ -67,6 +83,10 @@ def sinkhorn(
     debias: bool = True,
     backend: str = "auto",
     extra_iterations: int = 0,
+    truncate: Optional[float] = 5.0,
+    cluster_scale: Optional[float] = None,
+    labels: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    verbose: bool = False,
 ) -> SinkhornResult:
     """Annealed Sinkhorn potentials between two weighted point clouds.
 
@@ -87,12 +107,23 @@ def sinkhorn(
         scaling: ratio of consecutive length scales of the schedule, in (0, 1).
         cost: a custom cost callable ``cost(x_i, y_j)`` (see :mod:`lazygeom.ot.costs`).
         debias: also compute the potentials f_aa, g_bb of OT(α, α) and OT(β, β).
-        backend: "auto", "tensorized" or "online" ("multiscale" raises NotImplementedError).
+        backend: "auto", "tensorized" (dense torch), "online" (LazyTensor reductions) or
+            "multiscale" (block-sparse reductions on a coarse-to-fine hierarchy of grid clusters,
+            for the built-in costs: :mod:`lazygeom.ot.multiscale`). "auto" picks tensorized for
+            small problems, multiscale for large ones in D <= 3, else online
+            (:func:`lazygeom.ot.softmin.choose_backend`).
         extra_iterations: more iterations at the final ε after the schedule. The annealed loop
             (GeomLoss's, and ``SamplesLoss``'s) runs one iteration per scale: its loss values
             are accurate (they are second-order in the potentials' error), but the plan's
             marginals can be off by a few percent; extra iterations converge geometrically
             (see ``SinkhornResult.residual``).
+        truncate: multiscale: drop the cluster pairs whose kernel values are all below
+            exp(−truncate) times the largest (larger: more accurate and slower; None: keep all).
+        cluster_scale: multiscale: the grid side of the finest cluster level (default:
+            :func:`lazygeom.ot.multiscale.default_cluster_scale`, about 32 points per cell).
+        labels: multiscale: integer cluster labels ``(lab_x, lab_y)``, shaped like the weights,
+            for the finest cluster level instead of the grid at ``cluster_scale``.
+        verbose: multiscale: print the levels, ε and the kept fraction at each step.
 
     Returns:
         A :class:`lazygeom.ot.SinkhornResult`, potentials shaped like the weights.
@@ -102,7 +133,8 @@ def sinkhorn(
         >>> res.f.shape, res.n_iter, res.converged
     """
     m = parse_measures(args, "sinkhorn")
-    res, _ = solve_measures(m, p, blur, reach, diameter, scaling, cost, debias, backend, extra_iterations)
+    res, _ = solve_measures(m, p, blur, reach, diameter, scaling, cost, debias, backend, extra_iterations,
+                            truncate, cluster_scale, labels, verbose)
     return res.map(m.unbatch)
 
 
