@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/ot.py            # N = M in 1k, 2k, 5k, 10k, 20k (about 10-15 minutes)
     .venv/bin/python benchmarks/ot.py --quick    # N = M in 1k, 2k, 5k
     .venv/bin/python benchmarks/ot.py --sizes 5000 --impls lazygeom geomloss-online
+    .venv/bin/python benchmarks/ot.py --multiscale   # N = M from 10k to 1M, multiscale vs online
+                                                     # (writes results/multiscale.*; about 30 minutes)
 
 Peers are in the ``bench`` extra (``pip install -e ".[bench]"``: geomloss, pot, pykeops,
 matplotlib). A peer that cannot be imported or run is reported as such; the script still runs.
@@ -12,12 +14,14 @@ standard deviation 0.15 per axis); D = 3, float32, uniform weights; p = 2 (cost 
 blur 0.05 (ε = 0.0025), scaling 0.5. Implementations:
 
 - ``lazygeom``: ``lazygeom.ot.SamplesLoss("sinkhorn", p=2, blur=0.05, scaling=0.5)`` (backend
-  "auto", i.e. online LazyTensor reductions on the compiled CPU backend at these sizes), the
-  debiased divergence S_ε, value + gradient with respect to x (``.backward()``);
+  "auto": online LazyTensor reductions on the compiled CPU backend below 5,000 points, multiscale
+  from there), the debiased divergence S_ε, value + gradient with respect to x (``.backward()``);
+- ``lazygeom-online``, ``lazygeom-multiscale``: the same with that backend forced;
 - ``lazygeom-s0.9``: the same with ``scaling=0.9`` (about 5x more iterations): how much of the
   error is the short schedule's;
 - ``geomloss-online``: ``geomloss.SamplesLoss`` with the same arguments and ``backend="online"``
   (pykeops on CPU), value + gradient;
+- ``geomloss-multiscale``: ``backend="multiscale"`` (two levels, pykeops block-sparse reductions);
 - ``geomloss-tensorized``: the same with dense torch matrices (only up to ``--tensorized-max``);
 - ``pot-emd2``: ``ot.emd2`` (exact network simplex, float64): the exact OT value, forward only;
 - ``pot-sinkhorn2``: ``ot.sinkhorn2(reg=ε=0.0025)`` (POT's default method, float64; the returned
@@ -56,8 +60,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 D, BLUR, SCALING, SEED = 3, 0.05, 0.5, 0
-IMPLS = ("lazygeom", "lazygeom-s0.9", "geomloss-online", "geomloss-tensorized", "pot-emd2", "pot-sinkhorn2")
-GROWTH = {"pot-emd2": 3.0}  # predicted time ~ N^growth (2 for everything else)
+IMPLS = ("lazygeom", "lazygeom-s0.9", "lazygeom-online", "lazygeom-multiscale", "geomloss-online",
+         "geomloss-multiscale", "geomloss-tensorized", "pot-emd2", "pot-sinkhorn2")
+#: predicted time ~ N^growth, to skip calls that would exceed --max-call (2 for the others)
+GROWTH = {"pot-emd2": 3.0, "lazygeom-multiscale": 1.6, "geomloss-multiscale": 1.6}
+#: the speed-up columns of the table: (ours, peer)
+RATIOS = (("lazygeom", "geomloss-online"), ("lazygeom-multiscale", "geomloss-multiscale"),
+          ("lazygeom-multiscale", "lazygeom-online"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,7 +103,8 @@ def _make_call(impl: str):
         from lazygeom.ot import SamplesLoss
 
         scaling = 0.9 if impl == "lazygeom-s0.9" else SCALING
-        return _torch_call(SamplesLoss("sinkhorn", p=2, blur=BLUR, scaling=scaling))
+        backend = impl.split("-")[1] if impl in ("lazygeom-online", "lazygeom-multiscale") else "auto"
+        return _torch_call(SamplesLoss("sinkhorn", p=2, blur=BLUR, scaling=scaling, backend=backend))
     if impl.startswith("geomloss"):
         import geomloss
 
@@ -140,7 +150,8 @@ def worker(spec: dict) -> dict:
     k = min(range(len(times)), key=times.__getitem__)
     out = {"impl": spec["impl"], "n": spec["n"], "seconds": times[k], "cpu_seconds": cpus[k], "runs": len(times),
            "value": value, "first_call_512": first}
-    if spec["impl"].startswith("lazygeom"):
+    if spec["impl"] in ("lazygeom-online", "lazygeom-s0.9") or (spec["impl"] == "lazygeom" and spec["n"] < 5000):
+        # dense pair evaluations: meaningful for the online solver only (auto: online below 5,000 points)
         from lazygeom.ot import epsilon_schedule, max_diameter
 
         scaling = 0.9 if spec["impl"] == "lazygeom-s0.9" else SCALING
@@ -186,8 +197,9 @@ def _fmt_t(r: dict) -> str:
 
 def _table(results: list[dict], sizes: list[int], impls: list[str]) -> str:
     by = {(r["impl"], r["n"]): r for r in results}
-    head = "| N = M | " + " | ".join(impls) + " | lazygeom speed-up vs geomloss-online |"
-    lines = [head, "|" + "---|" * (len(impls) + 2)]
+    ratios = [(a, b) for a, b in RATIOS if a in impls and b in impls]
+    head = "| N = M | " + " | ".join(impls) + "".join(f" | {a} speed-up vs {b}" for a, b in ratios) + " |"
+    lines = [head, "|" + "---|" * (len(impls) + len(ratios) + 1)]
     for n in sizes:
         exact = by.get(("pot-emd2", n), {}).get("value")
         cells = []
@@ -203,9 +215,11 @@ def _table(results: list[dict], sizes: list[int], impls: list[str]) -> str:
                 if "pair_evaluations" in r:
                     cell += f"<br>{r['pair_evaluations'] / r['seconds'] / 1e9:.2f} G pairs/s"
             cells.append(cell)
-        lg, gl = by.get(("lazygeom", n), {}), by.get(("geomloss-online", n), {})
-        ratio = f"{gl['seconds'] / lg['seconds']:.1f}x" if "seconds" in lg and "seconds" in gl else "-"
-        lines.append(f"| {n:,} | " + " | ".join(cells) + f" | {ratio} |")
+        cols = []
+        for a, b in ratios:
+            ra, rb = by.get((a, n), {}), by.get((b, n), {})
+            cols.append(f"{rb['seconds'] / ra['seconds']:.1f}x" if "seconds" in ra and "seconds" in rb else "-")
+        lines.append(f"| {n:,} | " + " | ".join(cells + cols) + " |")
     return "\n".join(lines)
 
 
@@ -225,6 +239,14 @@ def _plot(results: list[dict], path: Path) -> bool:
         if not rs:
             continue
         ax_t.loglog([r["n"] for r in rs], [r["seconds"] for r in rs], "o-", label=impl)
+        if impl == "lazygeom-multiscale" and len(rs) > 1:  # trend guides through its first point
+            import math
+
+            n0, t0 = rs[0]["n"], rs[0]["seconds"]
+            ns = [r["n"] for r in rs]
+            ax_t.loglog(ns, [t0 * n * math.log(n) / (n0 * math.log(n0)) for n in ns], "k--", lw=0.8,
+                        label="∝ N log N")
+            ax_t.loglog(ns, [t0 * (n / n0) ** 2 for n in ns], "k:", lw=0.8, label="∝ N²")
         er = [(r["n"], abs(r["value"] - exact[r["n"]]) / exact[r["n"]]) for r in rs if r["n"] in exact]
         if er and impl != "pot-emd2":
             ax_e.semilogx([n for n, _ in er], [100 * e for _, e in er], "o-", label=impl)
@@ -249,6 +271,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="N = M in 1k, 2k, 5k")
+    ap.add_argument("--multiscale", action="store_true",
+                    help="N = M from 10k to 1M: lazygeom multiscale vs online vs GeomLoss multiscale, "
+                         "written to results/multiscale.{md,json,png}")
     ap.add_argument("--sizes", type=int, nargs="+")
     ap.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     ap.add_argument("--threads", type=int, default=2)
@@ -263,13 +288,19 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
-    sizes = args.sizes or ([1000, 2000, 5000] if args.quick else [1000, 2000, 5000, 10000, 20000])
+    name = "multiscale" if args.multiscale else "ot"
+    if args.multiscale:
+        sizes = args.sizes or [10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000]
+        if args.impls == list(IMPLS):
+            args.impls = ["lazygeom-multiscale", "lazygeom-online", "geomloss-multiscale"]
+    else:
+        sizes = args.sizes or ([1000, 2000, 5000] if args.quick else [1000, 2000, 5000, 10000, 20000])
     load_before, t_start = _load(), time.time()
     results: list[dict] = []
     kept: list[dict] = []
     old_meta: dict = {}
-    if args.merge and (Path(args.out) / "ot.json").exists():
-        old = json.loads((Path(args.out) / "ot.json").read_text())
+    if args.merge and (Path(args.out) / f"{name}.json").exists():
+        old = json.loads((Path(args.out) / f"{name}.json").read_text())
         kept = [r for r in old["results"] if r["impl"] not in args.impls and r["n"] in sizes]
         old_meta = old["meta"]
     last: dict[str, dict] = {}
@@ -314,25 +345,26 @@ def main(argv=None) -> int:
         + (" — other work was running: absolute times are pessimistic; compare ratios within the run."
            if busy else "."),
         "",
-        "Reproduce: `.venv/bin/python benchmarks/ot.py" + (" --quick" if args.quick else "") + "`.",
+        "Reproduce: `.venv/bin/python benchmarks/ot.py" + (" --quick" if args.quick else "")
+        + (" --multiscale" if args.multiscale else "") + "`.",
     ]
     merged = sorted({r["impl"] for r in kept})
     if merged:
         md.insert(-2, f"{', '.join(merged)}: from a previous run (load average before "
                       f"{old_meta.get('load_before')}, after {old_meta.get('load_after')}); the others from this one.")
         md.insert(-2, "")
-    (out / "ot.md").write_text("\n".join(md) + "\n")
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
     meta = {"sizes": sizes, "impls": impls, "merged_from_previous_run": merged, "previous_meta": old_meta or None,
             "threads": args.threads, "blur": BLUR, "scaling": SCALING, "D": D, "load_before": load_before,
             "load_after": load_after, "seconds_total": time.time() - t_start,
             "machine": {"processor": platform.processor(), "cpus": os.cpu_count(), "platform": platform.platform(),
                         "python": platform.python_version()}}
-    (out / "ot.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
-    plotted = _plot(results, out / "ot.png")
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    plotted = _plot(results, out / f"{name}.png")
     print()
     print(table)
-    plot = f", {out / 'ot.png'}" if plotted else " (no matplotlib: no plot)"
-    print(f"\nwrote {out / 'ot.md'}, {out / 'ot.json'}{plot}")
+    plot = f", {out / f'{name}.png'}" if plotted else " (no matplotlib: no plot)"
+    print(f"\nwrote {out / f'{name}.md'}, {out / f'{name}.json'}{plot}")
     return 0
 
 

@@ -153,7 +153,7 @@ def test_verbose_report(gen, capsys):
     x, y = blob_clouds(gen, 3000)
     SamplesLoss(backend="multiscale", blur=0.05, cluster_scale=0.05, verbose=True)(x, y)
     out = capsys.readouterr().out
-    assert "levels (coarse to fine)" in out and "point pairs visited" in out
+    assert "levels (coarse to fine)" in out and "point pairs visited" in out and "xy " in out
     assert "truncation at level" in out and "eps" in out and "backend 'multiscale'" in out
 
 
@@ -188,7 +188,9 @@ def test_trees_sort_every_level_by_parent(gen):
         torch.testing.assert_close(mass, parent.weights)
         bary = torch.zeros(parent.size, 3, dtype=torch.float64).index_add_(0, idx, child.points.detach() * child.weights[:, None])
         torch.testing.assert_close(bary / mass[:, None], parent.points)
-        assert bool(((child.points.detach() - parent.points[idx]).norm(dim=1) <= parent.radius[idx] + 1e-12).all())
+        offset = child.points.detach() - parent.points[idx]
+        assert bool((offset.norm(dim=1) <= parent.radius[idx] + 1e-12).all())
+        assert bool((offset.abs() <= parent.extent[idx] + 1e-12).all())
     # the two batch items never share a cluster
     r = tx.root_children
     assert r.shape == (2, 2) and int(r[0, 1]) == int(r[1, 0])
@@ -233,6 +235,8 @@ def test_truncation_drops_only_negligible_pairs(gen, p):
     Y = torch.zeros(40, 2, dtype=torch.float64).index_add_(0, lab_y, y) / 8
     rX = torch.zeros(50, dtype=torch.float64).scatter_reduce_(0, lab_x, (x - X[lab_x]).norm(dim=1), "amax")
     rY = torch.zeros(40, dtype=torch.float64).scatter_reduce_(0, lab_y, (y - Y[lab_y]).norm(dim=1), "amax")
+    hX = torch.zeros(50, 2, dtype=torch.float64).scatter_reduce_(0, lab_x[:, None].expand(400, 2), (x - X[lab_x]).abs(), "amax")
+    hY = torch.zeros(40, 2, dtype=torch.float64).scatter_reduce_(0, lab_y[:, None].expand(320, 2), (y - Y[lab_y]).abs(), "amax")
     u = torch.randn(50, generator=gen, dtype=torch.float64) * 0.02  # arbitrary node potentials
     v = torch.randn(40, generator=gen, dtype=torch.float64) * 0.02
     cost = (lambda s, t: ((s - t) ** 2).sum(-1) / 2) if p == 2 else (lambda s, t: (s - t).norm(dim=-1))
@@ -244,7 +248,7 @@ def test_truncation_drops_only_negligible_pairs(gen, p):
 
     fX, TX, bX = fhat(X, Y, v, 40)
     gY, TY, bY = fhat(Y, X, u, 50)
-    P, Q = NodeMaps(X, rX, fX, TX, bX), NodeMaps(Y, rY, gY, TY, bY)
+    P, Q = NodeMaps(X, rX, hX, fX, TX, bX), NodeMaps(Y, rY, hY, gY, TY, bY)
     all_pairs = [(torch.arange(50).repeat_interleave(40), torch.arange(40).repeat(50))]
     rows, cols, n = select_pairs(P, Q, lambda: iter(all_pairs), eps, lam, tau, p, cost)
     assert n == 2000 and 0 < rows.numel() < 2000

@@ -16,8 +16,9 @@ per batch item (its solve visits every pair of its batch item).
 
 Within a level the nodes are ordered by parent, parents in their own level's order: the children
 of node ``k`` are the contiguous rows ``children[k]`` of the next finer level, ready for
-block-sparse ranges. ``radius[k]`` bounds the distance of those children to node ``k``: the
-margin of the kernel truncation (:mod:`lazygeom.ot.truncation`).
+block-sparse ranges. ``radius[k]`` bounds the distance of those children to node ``k`` and
+``extent[k]`` their offsets along each axis: the margins of the kernel truncation
+(:mod:`lazygeom.ot.truncation`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Level:
         children: ``(n, 2)`` ``[start, end)`` of each node's children in the next finer level
             (empty ranges on the fine level).
         radius: ``(n,)`` the largest distance from a node to its children (0 on the fine level).
+        extent: ``(n, D)`` per axis, the largest |child − node| coordinate offset (0 on the fine level).
         scale: the grid side of the level (0 for the fine level).
     """
 
@@ -51,6 +53,7 @@ class Level:
     weights: torch.Tensor
     children: torch.Tensor
     radius: torch.Tensor
+    extent: torch.Tensor
     scale: float
 
     @property
@@ -160,6 +163,12 @@ def _radius(children: _Nodes, parents: _Nodes) -> torch.Tensor:
     return torch.zeros(parents.points.shape[0], dtype=d.dtype).scatter_reduce_(0, children.parent, d, "amax")
 
 
+def _extent(children: _Nodes, parents: _Nodes) -> torch.Tensor:
+    d = (children.points - parents.points[children.parent]).abs()
+    index = children.parent[:, None].expand_as(d)
+    return torch.zeros_like(parents.points).scatter_reduce_(0, index, d, "amax")
+
+
 def _sorted_tree(nodes: list[_Nodes], scales: list[float], B: int, fine_points: torch.Tensor) -> Tree:
     """Orders every level by parent, top-down, and collects children ranges and radii."""
     nodes, scales = nodes[::-1], scales[::-1] + [0.0]  # coarse to fine
@@ -178,15 +187,17 @@ def _sorted_tree(nodes: list[_Nodes], scales: list[float], B: int, fine_points: 
             root_children = ranges
         else:
             prev = levels[-1]
-            levels[-1] = Level(prev.points, prev.weights, ranges, prev.radius, prev.scale)
+            levels[-1] = Level(prev.points, prev.weights, ranges, prev.radius, prev.extent, prev.scale)
         fine = k == len(nodes) - 1
         pts = fine_points[order] if fine else lev.points[order]
         radius = torch.zeros(order.numel(), dtype=lev.points.dtype)
+        extent = torch.zeros(order.numel(), lev.points.shape[1], dtype=lev.points.dtype)
         if not fine:
             radius = _radius(nodes[k + 1], lev)[order]
+            extent = _extent(nodes[k + 1], lev)[order]
             parent_key = nodes[k + 1].parent
         empty = torch.zeros(order.numel(), 2, dtype=torch.int64)
-        levels.append(Level(pts, lev.weights[order], empty, radius, scales[k]))
+        levels.append(Level(pts, lev.weights[order], empty, radius, extent, scales[k]))
         parent_pos = pos
     return Tree(root_children, tuple(levels), order)
 

@@ -234,14 +234,16 @@ class Multiscale:
 
     def _report_pairs(self) -> None:
         k = self.level
-        tx, ty = self.tx.levels[k], self.ty.levels[k]
-        rows, cols = self.kept["xy"]
-        rx, ry = self._parents(self.tx, k), self._parents(self.ty, k)
-        visited = int(((rx[rows, 1] - rx[rows, 0]) * (ry[cols, 1] - ry[cols, 0])).sum())
-        dense = self.B * (tx.size / self.B) * (ty.size / self.B)
-        self.visited_fraction = visited / dense
-        self._say(f"multiscale: level {k}: {tx.size} x {ty.size} points, {rows.numel()} block pairs, "
-                  f"{100 * self.visited_fraction:.3g}% of the point pairs visited")
+        fractions = {}
+        for pair, (rows, cols) in self.kept.items():
+            tr, tc = self._trees(pair)
+            rr, rc = self._parents(tr, k), self._parents(tc, k)
+            visited = int(((rr[rows, 1] - rr[rows, 0]) * (rc[cols, 1] - rc[cols, 0])).sum())
+            fractions[pair] = visited * self.B / (tr.levels[k].size * tc.levels[k].size)
+        self.visited_fraction = fractions["xy"]
+        detail = ", ".join(f"{pair} {100 * f:.3g}%" for pair, f in fractions.items())
+        self._say(f"multiscale: level {k}: {self.tx.levels[k].size} x {self.ty.levels[k].size} points, "
+                  f"{self.kept['xy'][0].numel()} block pairs, point pairs visited: {detail}")
 
     # --- the loop's hook ------------------------------------------------------------------------
 
@@ -283,7 +285,7 @@ class Multiscale:
         T = F.sumsoftmaxweight(lazy_j(cols), dim=1, ranges=ranges, backend=self.engine_backend)
         best = F.argmax(dim=1, ranges=ranges, backend=self.engine_backend)[:, 0]
         best = best if col_node is None else col_node[best]
-        return NodeMaps(nodes.points.detach(), nodes.radius, -lam * eps * lse, T, best)
+        return NodeMaps(nodes.points.detach(), nodes.radius, nodes.extent, -lam * eps * lse, T, best)
 
     def _descend(self, pots: Potentials, eps: float, lam: float) -> Potentials:
         """Truncate at the current level, extrapolate the potentials to the next one (at ε)."""
@@ -328,7 +330,7 @@ class Multiscale:
                    col_children: torch.Tensor, eps: float, lam: float) -> torch.Tensor:
         """For each candidate pair (I, J): a bound on max over i in I, j in J of f̂(x_i) + h_j − C(x_i, y_j).
 
-        One max-reduction whose rows are the candidate pairs (the node I's f̂, T, radius) and whose
+        One max-reduction whose rows are the candidate pairs (the node I's f̂, T, extents) and whose
         columns are the points j under J, with their current potentials h (module docstring of
         :mod:`lazygeom.ot.truncation` for the margin).
         """
@@ -337,11 +339,11 @@ class Multiscale:
         ranges = _forward_ranges(_unit_ranges(K), col_children, torch.arange(K), J, merge=False, presorted=True)
         h_j = lazy_j(pot[0][:, None])
         F = lazy_i(maps.f[I][:, None]) + h_j - self.cost.formula(X, pts)
-        r_i = lazy_i(maps.radius[I][:, None])
-        if self.p == 2:  # |∂ₓ(f̂(x) − C(x, y_j))| at X_I = |λ(X_I − T_I) − X_I + y_j|
-            F = F + r_i * (lazy_i(lam * (X - maps.T[I]) - X) + lazy_j(pts)).norm2()
+        if self.p == 2:  # Σ_d |∂ₓ(f̂(x) − C(x, y_j))_d| h_I,d, with ∂ₓ = λ(X_I − T_I) − X_I + y_j at X_I
+            grad = lazy_i(lam * (X - maps.T[I]) - X) + lazy_j(pts)
+            F = F + (grad.abs() * lazy_i(maps.extent[I])).sum(-1)
         else:
-            F = F + 2 * r_i
+            F = F + 2 * lazy_i(maps.radius[I][:, None])
         return F.max(dim=1, ranges=ranges, backend=self.engine_backend)[:, 0]
 
     def _retruncate(self, pots: Potentials, eps: float, lam: float) -> None:

@@ -12,8 +12,9 @@ f̂(x) = λ softmin_ε(C(x, ·), log b + g/ε) and ĝ(y) likewise, evaluated (wi
 the nodes. The bound on a pair of children (X_I + dx, Y_J + dy), |dx| ≤ r_I, |dy| ≤ r_J:
 
 - p = 2, C = |x − y|²/2: f̂ − |x|²/2 is concave (−λ times a log-sum-exp of affine functions,
-  minus (1−λ)|x|²/2), hence
-  e(X+dx, Y+dy) ≤ e(X, Y) + |∂ₓe| r_I + |∂ᵧe| r_J + r_I r_J with ∂ₓe = λ(X − T(X)) − (X − Y),
+  minus (1−λ)|x|²/2), hence e(X+dx, Y+dy) ≤ e(X, Y) + ⟨∂ₓe, dx⟩ + ⟨∂ᵧe, dy⟩ + ⟨dx, dy⟩
+  ≤ e(X, Y) + Σ_d (|∂ₓe_d| h_I,d + |∂ᵧe_d| h_J,d + h_I,d h_J,d), h the per-axis extents of the
+  children (``Level.extent``; tighter than the radii for grid cells), with ∂ₓe = λ(X − T(X)) − (X − Y),
   T(X) = the softmin's barycentre of the Q's (the barycentric map), and symmetrically ∂ᵧe.
   This margin is exact to first order: a pair far from the transport map's image gets a large
   margin, one near it a small one.
@@ -70,6 +71,7 @@ class NodeMaps:
     Attributes:
         points: ``(n, D)`` the nodes.
         radius: ``(n,)`` the distance bound of each node's children.
+        extent: ``(n, D)`` the per-axis offset bound of each node's children.
         f: ``(n,)`` f̂ at the nodes (+inf for a node that sees no mass).
         T: ``(n, D)`` the barycentric map T at the nodes (softmin-weighted mean of the other side).
         best: ``(n,)`` the node of the other side with the largest kernel term.
@@ -77,6 +79,7 @@ class NodeMaps:
 
     points: torch.Tensor
     radius: torch.Tensor
+    extent: torch.Tensor
     f: torch.Tensor
     T: torch.Tensor
     best: torch.Tensor
@@ -108,13 +111,13 @@ def select_pairs(P: NodeMaps, Q: NodeMaps, chunks: Chunks, eps: float, lam: floa
         total += i.numel()
         Xi, Yj = P.points[i], Q.points[j]
         e = P.f[i] + Q.f[j] - cost(Xi, Yj)
-        ri, rj = P.radius[i], Q.radius[j]
         if p == 2:
-            dx = (lam * (Xi - P.T[i]) - (Xi - Yj)).norm(dim=1)
-            dy = (lam * (Yj - Q.T[j]) - (Yj - Xi)).norm(dim=1)
-            margin = dx * ri + dy * rj + ri * rj
+            hi, hj = P.extent[i], Q.extent[j]
+            dx = (lam * (Xi - P.T[i]) - (Xi - Yj)).abs()
+            dy = (lam * (Yj - Q.T[j]) - (Yj - Xi)).abs()
+            margin = (dx * hi + dy * hj + hi * hj).sum(1)
         else:
-            margin = 2 * (ri + rj)
+            margin = 2 * (P.radius[i] + Q.radius[j])
         keep = ~(e + margin < -truncate * eps)  # NaN (a node that sees no mass): kept
         kept_i.append(i[keep]), kept_j.append(j[keep])
     rows = torch.cat(kept_i + [torch.arange(nP), Q.best])
