@@ -85,6 +85,20 @@ def test_potentials_in_the_callers_order(gen):
     torch.testing.assert_close(ms.f_aa, on.f_aa, atol=0.01 * eps, rtol=0)
 
 
+def test_raw_ot_and_potentials_output(gen):
+    """debias=False (entropic OT, no self-interactions) and potentials=True through SamplesLoss."""
+    x, y = blob_clouds(gen, 2000, torch.float64)
+    kw = dict(blur=0.1, scaling=0.7, debias=False)
+    on = SamplesLoss(backend="online", **kw)(x, y)
+    ms = SamplesLoss(backend="multiscale", cluster_scale=0.15, **kw)(x, y)
+    assert float(ms) == pytest.approx(float(on), rel=1e-2)
+    F, G = SamplesLoss(backend="multiscale", cluster_scale=0.15, potentials=True, blur=0.1)(x, y)
+    F1, G1 = SamplesLoss(backend="online", potentials=True, blur=0.1)(x, y)
+    assert F.shape == (2000,) and G.shape == (2000,)
+    c = float((F - F1).mean())
+    assert float((F - c - F1).abs().max()) < 0.05 and float((G + c - G1).abs().max()) < 0.05
+
+
 def test_translation_closed_form(gen):
     """S(α, α + t) = ½|t|² and ∂S/∂x_i = −a_i t (p = 2, mass 1)."""
     x = torch.rand(4000, 3, generator=gen, dtype=torch.float64)

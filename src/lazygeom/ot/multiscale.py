@@ -152,11 +152,12 @@ class Multiscale:
         cluster_scale: the grid side of the finest cluster level.
         labels: optional user cluster labels ``(lab_x, lab_y)`` for the finest cluster level.
         verbose: print the levels and, per update, the level, ε and the kept fractions.
+        debias: whether the loop also computes the self-interaction potentials (pairs xx, yy).
     """
 
     def __init__(self, x, a, y, b, p: int, cost: GroundCost, eps_list, rho: Optional[float],
                  truncate: Optional[float], cluster_scale: float, labels=None, verbose: bool = False,
-                 engine_backend: Optional[str] = None):
+                 debias: bool = True, engine_backend: Optional[str] = None):
         self.B, self.N, self.M = x.shape[0], x.shape[1], y.shape[1]
         self.p, self.cost, self.rho, self.verbose = p, cost, rho, verbose
         self.truncate = math.inf if truncate is None else float(truncate)
@@ -165,7 +166,7 @@ class Multiscale:
         self.tx, self.ty = build_trees(x, a, y, b, cluster_scale, labels)
         self.scales = [lev.scale for lev in self.tx.levels]
         root = torch.arange(self.B)
-        self.kept: dict[str, Pairs] = {k: (root, root) for k in ("xy", "xx", "yy")}
+        self.kept: dict[str, Pairs] = {k: (root, root) for k in (("xy", "xx", "yy") if debias else ("xy",))}
         self.parent_kept: dict[str, Pairs] = {}  # the kept pairs one level up
         self.level = 0  # the kept pairs are those of the parents of the current level's nodes
         self.log: list[str] = []
@@ -256,8 +257,9 @@ class Multiscale:
                 pots = self._descend(pots, eps, lam)
                 changed = True
             self.updates_since += 1
-            if self.level > 0 and not changed and (final or eps < self.truncated_at * (1 - 1e-9)
-                                                   or self.updates_since >= RETRUNCATE_EVERY):
+            truncating = self.level > 0 and math.isfinite(self.truncate)
+            if truncating and not changed and (final or eps < self.truncated_at * (1 - 1e-9)
+                                               or self.updates_since >= RETRUNCATE_EVERY):
                 self._retruncate(pots, eps, lam)
                 changed = True
             if changed:
@@ -294,6 +296,11 @@ class Multiscale:
         kept, examined = {}, 0
         for pair, (u, v) in self._pair_potentials(pots).items():
             tr, tc = self._trees(pair)
+            if not math.isfinite(self.truncate):  # truncate=None: every child pair is kept
+                pieces = list(candidates(self.kept[pair], self._parents(tr, k), self._parents(tc, k)))
+                kept[pair] = (torch.cat([q[0] for q in pieces]), torch.cat([q[1] for q in pieces]))
+                examined += kept[pair][0].numel()
+                continue
             P, Q = tr.levels[k], tc.levels[k]
             mP = self._maps(P, Q.points.detach(), None, v, Q.weights.log(), op.ranges[pair], eps, lam)
             mQ = mP if pair[0] == pair[1] else \

@@ -45,7 +45,12 @@ def solve_measures(
     check_reach(reach)
     B, N, M = m.sizes
     D = m.x.shape[-1]
-    resolved = choose_backend(backend, B, N, M, D, multiscale=cost is None and p in (1, 2))
+    on_cpu = m.x.device.type == "cpu"
+    if backend == "multiscale" and not on_cpu:
+        # the trees and the truncation are written and tested for CPU tensors only so far
+        raise NotImplementedError(f"backend='multiscale' runs on CPU tensors for now, got {m.x.device}; "
+                                  "use backend='online'")
+    resolved = choose_backend(backend, B, N, M, D, multiscale=cost is None and p in (1, 2) and on_cpu)
     C = ground_cost(p, cost)
     if diameter is None:
         diameter = max_diameter(m.x, m.y)
@@ -59,7 +64,7 @@ def solve_measures(
     # log(0) = -inf: points of weight zero drop out of the soft-mins (the loop detaches these)
     if resolved == "multiscale":
         scale = cluster_scale if cluster_scale is not None else default_cluster_scale(max(N, M), D, float(diameter))
-        ms = Multiscale(m.x, m.a, m.y, m.b, p, C, eps_list, rho, truncate, scale, labels, verbose)
+        ms = Multiscale(m.x, m.a, m.y, m.b, p, C, eps_list, rho, truncate, scale, labels, verbose, debias)
         softmin, a_log, b_log = ms.start()
         res = sinkhorn_loop(softmin, a_log, b_log, eps_list, rho=rho, debias=debias, refine=ms)
         return ms.result(res), resolved
