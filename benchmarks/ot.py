@@ -287,7 +287,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--replot", action="store_true", help="redraw the figure from the saved JSON, run nothing")
     ap.add_argument("--merge", action="store_true",
-                    help="keep the other implementations' results of the previous ot.json (re-run some peers only)")
+                    help="keep the previous run's results (same output file) that this run does not redo")
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -309,7 +309,8 @@ def main(argv=None) -> int:
     old_meta: dict = {}
     if args.merge and (Path(args.out) / f"{name}.json").exists():
         old = json.loads((Path(args.out) / f"{name}.json").read_text())
-        kept = [r for r in old["results"] if r["impl"] not in args.impls and r["n"] in sizes]
+        # every measurement this run does not redo is kept (other implementations, other sizes)
+        kept = [r for r in old["results"] if r["impl"] not in args.impls or r["n"] not in sizes]
         old_meta = old["meta"]
     last: dict[str, dict] = {}
     for n in sizes:
@@ -334,6 +335,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = kept + results
     impls = [i for i in IMPLS if any(r["impl"] == i for r in results)]
+    sizes = sorted({r["n"] for r in results})
     table = _table(results, sizes, impls)
     load_after = _load()
     busy = any(v > 0.5 for v in load_before[:1]) or any(v > args.threads + 0.5 for v in load_after[:1])
@@ -358,8 +360,9 @@ def main(argv=None) -> int:
     ]
     merged = sorted({r["impl"] for r in kept})
     if merged:
-        md.insert(-2, f"{', '.join(merged)}: from a previous run (load average before "
-                      f"{old_meta.get('load_before')}, after {old_meta.get('load_after')}); the others from this one.")
+        fresh = ", ".join(f"{r['impl']} at N = {r['n']:,}" for r in results[len(kept):])
+        md.insert(-2, f"Measured in this run: {fresh}; the other cells come from a previous run (load average "
+                      f"before {old_meta.get('load_before')}, after {old_meta.get('load_after')}).")
         md.insert(-2, "")
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
     meta = {"sizes": sizes, "impls": impls, "merged_from_previous_run": merged, "previous_meta": old_meta or None,
