@@ -14,7 +14,7 @@ standard deviation 0.15 per axis); D = 3, float32, uniform weights; p = 2 (cost 
 blur 0.05 (ε = 0.0025), scaling 0.5. Implementations:
 
 - ``lazygeom``: ``lazygeom.ot.SamplesLoss("sinkhorn", p=2, blur=0.05, scaling=0.5)`` (backend
-  "auto": online LazyTensor reductions on the compiled CPU backend below 5,000 points, multiscale
+  "auto": online LazyTensor reductions on the compiled CPU backend below 8,000 points, multiscale
   from there), the debiased divergence S_ε, value + gradient with respect to x (``.backward()``);
 - ``lazygeom-online``, ``lazygeom-multiscale``: the same with that backend forced;
 - ``lazygeom-s0.9``: the same with ``scaling=0.9`` (about 5x more iterations): how much of the
@@ -150,8 +150,12 @@ def worker(spec: dict) -> dict:
     k = min(range(len(times)), key=times.__getitem__)
     out = {"impl": spec["impl"], "n": spec["n"], "seconds": times[k], "cpu_seconds": cpus[k], "runs": len(times),
            "value": value, "first_call_512": first}
-    if spec["impl"] in ("lazygeom-online", "lazygeom-s0.9") or (spec["impl"] == "lazygeom" and spec["n"] < 5000):
-        # dense pair evaluations: meaningful for the online solver only (auto: online below 5,000 points)
+    from lazygeom.ot.softmin import MULTISCALE_MIN_POINTS
+
+    dense = spec["impl"] in ("lazygeom-online", "lazygeom-s0.9") or (
+        spec["impl"] == "lazygeom" and spec["n"] < MULTISCALE_MIN_POINTS)
+    if dense:
+        # dense pair evaluations: meaningful for the online solver only ("auto" is online below it)
         from lazygeom.ot import epsilon_schedule, max_diameter
 
         scaling = 0.9 if spec["impl"] == "lazygeom-s0.9" else SCALING

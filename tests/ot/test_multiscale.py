@@ -9,6 +9,7 @@ from lazygeom.cluster import dense_mask, from_matrix, from_pairs, grid_cluster
 from lazygeom.ot import SamplesLoss, sinkhorn
 from lazygeom.ot.divergence import sinkhorn_cost
 from lazygeom.ot.hierarchy import build_trees
+from lazygeom.ot.softmin import MULTISCALE_MIN_POINTS
 from lazygeom.ot.truncation import NodeMaps, candidates, select_pairs
 
 
@@ -172,10 +173,11 @@ def test_verbose_report(gen, capsys):
 
 
 def test_auto_picks_multiscale_for_large_low_dimensional_clouds(gen, capsys):
-    x, y = blob_clouds(gen, 5000)
+    n = MULTISCALE_MIN_POINTS
+    x, y = blob_clouds(gen, n)
     SamplesLoss(verbose=True)(x, y)
     assert "backend 'multiscale'" in capsys.readouterr().out
-    SamplesLoss(verbose=True)(x[:, None, 0].expand(5000, 4).contiguous(), y[:, None, 0].expand(5000, 4).contiguous())
+    SamplesLoss(verbose=True)(x[:, None, 0].expand(n, 4).contiguous(), y[:, None, 0].expand(n, 4).contiguous())
     assert "backend 'online'" in capsys.readouterr().out
 
 
