@@ -129,7 +129,7 @@ def sinkhorn_flow_part(n_points: int = 2000, steps: int = 50, lr: float = 0.1, b
     a = torch.full((n_points,), 1.0 / n_points)
     loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=0.5)
     say(f"Sinkhorn gradient flow: {n_points:,} + {n_points:,} points in 2D, blur {blur}, {steps} steps of {lr} "
-        f"(float32, SamplesLoss backend 'auto' -> {choose_backend('auto', 1, n_points, n_points)!r})")
+        f"(float32, SamplesLoss backend 'auto' -> {choose_backend('auto', 1, n_points, n_points, 2, True)!r})")
     shots = {0, steps // 20, steps // 10, steps // 5, steps // 2, steps}
     snapshots: list[tuple[float, torch.Tensor]] = []
     losses, times = [], []
