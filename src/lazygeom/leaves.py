@@ -15,6 +15,7 @@ from typing import Optional, Union
 import torch
 
 from .formula import CAT_I, CAT_J, CAT_P
+from .formula.registry import broadcast_shapes
 
 _UIDS = itertools.count()
 
@@ -114,13 +115,7 @@ def make_leaf(x, axis: Optional[int], numpy: bool) -> Leaf:
 
 def broadcast_batch(a: tuple[int, ...], b: tuple[int, ...], what: str) -> tuple[int, ...]:
     """Right-aligned broadcast of batch shapes, with an error naming both."""
-    # Plain Python: torch.broadcast_shapes imports sympy through torch.fx on its first call
-    # (0.4 s, the largest part of a first LazyTensor program's start-up).
-    n = max(len(a), len(b))
-    a2, b2 = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
-    out = []
-    for p, q in zip(a2, b2):
-        if p != q and p != 1 and q != 1:
-            raise ValueError(f"incompatible batch dimensions {a} and {b} {what}")
-        out.append(q if p == 1 else p)
-    return tuple(out)
+    try:
+        return broadcast_shapes(a, b)
+    except ValueError:
+        raise ValueError(f"incompatible batch dimensions {a} and {b} {what}") from None

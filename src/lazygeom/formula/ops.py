@@ -26,7 +26,7 @@ from .algebra import (
     unary,
     vsum,
 )
-from .registry import OpSpec, broadcast_dims, register, same_dim, scalar_dim
+from .registry import OpSpec, broadcast_dims, broadcast_shapes, register, same_dim, scalar_dim
 
 
 def _reg(name, arity, dim_rule, vjp, impl, domains=None, flat=False, doc=""):
@@ -289,16 +289,8 @@ def _pad_impl(T, x, attrs):
 _reg("pad", 1, _pad_dim, lambda n, g: (extract(g, n.attrs[0], _x(n).dim),), _pad_impl,
      doc="zero vector of dimension total with x at [start:...]")
 
-def _broadcast(p: tuple, q: tuple) -> tuple:
-    # right-aligned broadcast of two (already compatible) shapes; torch.broadcast_shapes would
-    # import sympy on its first call
-    n = max(len(p), len(q))
-    p, q = (1,) * (n - len(p)) + tuple(p), (1,) * (n - len(q)) + tuple(q)
-    return tuple(b if a == 1 else a for a, b in zip(p, q))
-
-
 def _concat_impl(T, a, b, attrs):
-    shape = _broadcast(a.shape[:-1], b.shape[:-1])
+    shape = broadcast_shapes(a.shape[:-1], b.shape[:-1])
     return T.cat([a.expand(*shape, a.shape[-1]), b.expand(*shape, b.shape[-1])], -1)
 
 

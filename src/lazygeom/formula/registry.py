@@ -79,5 +79,20 @@ def broadcast_dims(dims: tuple[int, ...], attrs: tuple = ()) -> int:
     return out
 
 
+def broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """Right-aligned broadcast of two shapes (batch dimensions); ValueError if incompatible.
+
+    Plain Python on purpose: ``torch.broadcast_shapes`` imports sympy through ``torch.fx`` on its
+    first call (0.4 s, most of a first LazyTensor program's start-up).
+    """
+    n = max(len(a), len(b))
+    out = []
+    for p, q in zip((1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)):
+        if p != q and p != 1 and q != 1:
+            raise ValueError(f"incompatible shapes {tuple(a)} and {tuple(b)}")
+        out.append(q if p == 1 else p)
+    return tuple(out)
+
+
 def scalar_dim(dims: tuple[int, ...], attrs: tuple) -> int:
     return 1

@@ -45,7 +45,7 @@ from .costs import GroundCost
 from .hierarchy import Tree, build_trees
 from .sinkhorn import Potentials, SinkhornResult, damping
 from .softmin import _check
-from .truncation import NodeMaps, candidates, select_pairs
+from .truncation import NodeMaps, all_candidates, candidates, select_pairs
 
 #: default ``cluster_scale``: grid cells holding about this many points of a uniform cloud
 POINTS_PER_CELL = 32
@@ -158,7 +158,7 @@ class Multiscale:
     def __init__(self, x, a, y, b, p: int, cost: GroundCost, eps_list, rho: Optional[float],
                  truncate: Optional[float], cluster_scale: float, labels=None, verbose: bool = False,
                  debias: bool = True, engine_backend: Optional[str] = None):
-        self.B, self.N, self.M = x.shape[0], x.shape[1], y.shape[1]
+        self.B = x.shape[0]
         self.p, self.cost, self.rho, self.verbose = p, cost, rho, verbose
         self.truncate = math.inf if truncate is None else float(truncate)
         self.engine_backend = engine_backend
@@ -176,6 +176,7 @@ class Multiscale:
         self.eps_target = float(eps_list[-1])
         self.truncated_at = math.inf
         self.updates_since = 0
+        self._op: Optional[BlockSparseSoftmin] = None
         start = self.level_for(eps_list[0])
         while self.level < start:  # levels above the start: keep every pair
             self._keep_all()
@@ -209,17 +210,25 @@ class Multiscale:
         k = self.level
         for pair in self.kept:
             tr, tc = self._trees(pair)
-            pieces = list(candidates(self.kept[pair], self._parents(tr, k), self._parents(tc, k)))
             self.parent_kept[pair] = self.kept[pair]
-            self.kept[pair] = (torch.cat([q[0] for q in pieces]), torch.cat([q[1] for q in pieces]))
+            self.kept[pair] = all_candidates(self.kept[pair], self._parents(tr, k), self._parents(tc, k))
         self.level = k + 1
+        self._op = None
 
     def log_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(1, n)`` log-weights of the current level's nodes."""
         return self.tx.levels[self.level].weights.log()[None], self.ty.levels[self.level].weights.log()[None]
 
     def softmin(self) -> BlockSparseSoftmin:
-        """The soft-min operator of the current level (pairs: children of the kept parent pairs)."""
+        """The soft-min operator of the current level (pairs: children of the kept parent pairs).
+
+        Built once per level and choice of kept pairs (``_op`` is reset when they change).
+        """
+        if self._op is None:
+            self._op = self._build_softmin()
+        return self._op
+
+    def _build_softmin(self) -> BlockSparseSoftmin:
         k = self.level
         ranges = {}
         for pair, (rows, cols) in self.kept.items():
@@ -297,8 +306,7 @@ class Multiscale:
         for pair, (u, v) in self._pair_potentials(pots).items():
             tr, tc = self._trees(pair)
             if not math.isfinite(self.truncate):  # truncate=None: every child pair is kept
-                pieces = list(candidates(self.kept[pair], self._parents(tr, k), self._parents(tc, k)))
-                kept[pair] = (torch.cat([q[0] for q in pieces]), torch.cat([q[1] for q in pieces]))
+                kept[pair] = all_candidates(self.kept[pair], self._parents(tr, k), self._parents(tc, k))
                 examined += kept[pair][0].numel()
                 continue
             P, Q = tr.levels[k], tc.levels[k]
@@ -329,6 +337,7 @@ class Multiscale:
         self.parent_kept.update({pair: self.kept[pair] for pair in kept})
         self.kept.update(kept)
         self.level = k + 1
+        self._op = None
         self.truncated_at = eps
         self._report_pairs()
         return new_f, new_g, f_aa, g_bb
@@ -369,8 +378,7 @@ class Multiscale:
             tr, tc = self._trees(pair)
             Pn, Qn = tr.levels[k - 1], tc.levels[k - 1]
             Pp, Qp = tr.levels[k], tc.levels[k]
-            pieces = list(candidates(self.parent_kept[pair], self._parents(tr, k - 1), self._parents(tc, k - 1)))
-            I, J = torch.cat([q[0] for q in pieces]), torch.cat([q[1] for q in pieces])
+            I, J = all_candidates(self.parent_kept[pair], self._parents(tr, k - 1), self._parents(tc, k - 1))
 
             def maps(nodes, col_nodes, pts, pot, r, c):
                 # the row nodes against the column points under their candidate partners
@@ -388,6 +396,7 @@ class Multiscale:
             cols = torch.cat((J[keep], mP.best, torch.arange(Qn.size)))
             keys = torch.unique(rows * Qn.size + cols)
             self.kept[pair] = (keys // Qn.size, keys % Qn.size)
+            self._op = None
             before, after = before + I.numel(), after + keys.numel()
         self.truncated_at = eps
         self._say(f"multiscale: truncation at level {k - 1} (eps {eps:.4g}): kept {after} of {before} node pairs")

@@ -28,7 +28,7 @@ from .hausdorff import hausdorff_loss, hausdorff_potentials
 from .kernels import KERNELS, kernel_function, kernel_loss
 from .schedules import epsilon_schedule
 from .softmin import BACKENDS, choose_backend, make_softmin
-from .solve import check_reach, solve_measures
+from .solve import check_multiscale_options, check_reach, multiscale_ok, solve_measures
 
 LOSSES = ("sinkhorn", "hausdorff") + KERNELS
 
@@ -117,13 +117,10 @@ class SamplesLoss(torch.nn.Module):
             raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "multiscale" and not (loss == "sinkhorn" and cost is None and p in (1, 2)):
+        if backend == "multiscale" and not (loss == "sinkhorn" and multiscale_ok(p, cost)):
             raise ValueError(f"backend='multiscale' computes the 'sinkhorn' loss with the built-in costs "
                              f"(p=1 or 2, no cost=...), got loss={loss!r}, p={p!r}, cost={cost!r}")
-        if truncate is not None and not (isinstance(truncate, (int, float)) and truncate > 0):
-            raise ValueError(f"truncate must be a positive number or None, got {truncate!r}")
-        if cluster_scale is not None and not (isinstance(cluster_scale, (int, float)) and cluster_scale > 0):
-            raise ValueError(f"cluster_scale must be a positive number or None, got {cluster_scale!r}")
+        check_multiscale_options(truncate, cluster_scale)
         if not (isinstance(blur, (int, float)) and blur > 0):
             raise ValueError(f"blur must be a positive number, got {blur!r}")
         if loss in ("sinkhorn", "hausdorff"):

@@ -20,6 +20,19 @@ from .multiscale import Multiscale, default_cluster_scale
 from .softmin import choose_backend, make_softmin
 
 
+def multiscale_ok(p: int, cost: Optional[CostFn]) -> bool:
+    """Whether the multiscale solver handles this cost: the built-in ones (its truncation bounds
+    are proved for |x − y|²/2 and |x − y|)."""
+    return cost is None and p in (1, 2)
+
+
+def check_multiscale_options(truncate: Optional[float], cluster_scale: Optional[float]) -> None:
+    """``truncate`` and ``cluster_scale``: positive numbers or None."""
+    for name, v in (("truncate", truncate), ("cluster_scale", cluster_scale)):
+        if v is not None and not (isinstance(v, (int, float)) and v > 0):
+            raise ValueError(f"{name} must be a positive number or None, got {v!r}")
+
+
 def check_reach(reach: Optional[float]) -> None:
     if reach is not None and not (isinstance(reach, (int, float)) and reach > 0):
         raise ValueError(f"reach must be a positive number or None (balanced OT), got {reach!r}")
@@ -50,7 +63,7 @@ def solve_measures(
         # the trees and the truncation are written and tested for CPU tensors only so far
         raise NotImplementedError(f"backend='multiscale' runs on CPU tensors for now, got {m.x.device}; "
                                   "use backend='online'")
-    resolved = choose_backend(backend, B, N, M, D, multiscale=cost is None and p in (1, 2) and on_cpu)
+    resolved = choose_backend(backend, B, N, M, D, multiscale=multiscale_ok(p, cost) and on_cpu)
     C = ground_cost(p, cost)
     if diameter is None:
         diameter = max_diameter(m.x, m.y)
@@ -59,8 +72,7 @@ def solve_measures(
         raise ValueError(f"extra_iterations must be >= 0, got {extra_iterations}")
     eps_list = eps_list + (eps_list[-1],) * int(extra_iterations)
     rho = None if reach is None else float(reach) ** p
-    if truncate is not None and not (isinstance(truncate, (int, float)) and truncate > 0):
-        raise ValueError(f"truncate must be a positive number or None (no truncation), got {truncate!r}")
+    check_multiscale_options(truncate, cluster_scale)
     # log(0) = -inf: points of weight zero drop out of the soft-mins (the loop detaches these)
     if resolved == "multiscale":
         scale = cluster_scale if cluster_scale is not None else default_cluster_scale(max(N, M), D, float(diameter))
@@ -143,4 +155,4 @@ def sinkhorn(
     return res.map(m.unbatch)
 
 
-__all__ = ["check_reach", "sinkhorn", "solve_measures"]
+__all__ = ["check_multiscale_options", "check_reach", "multiscale_ok", "sinkhorn", "solve_measures"]

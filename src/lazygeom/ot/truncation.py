@@ -85,6 +85,13 @@ class NodeMaps:
     best: torch.Tensor
 
 
+def all_candidates(parent_pairs: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor,
+                   cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every child pair of the kept parent pairs, in one piece (see :func:`candidates`)."""
+    pieces = list(candidates(parent_pairs, rows, cols))
+    return torch.cat([q[0] for q in pieces]), torch.cat([q[1] for q in pieces])
+
+
 Chunks = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 
 
@@ -126,4 +133,4 @@ def select_pairs(P: NodeMaps, Q: NodeMaps, chunks: Chunks, eps: float, lam: floa
     return keys // max(nQ, 1), keys % max(nQ, 1), total
 
 
-__all__ = ["CHUNK", "Chunks", "NodeMaps", "candidates", "select_pairs"]
+__all__ = ["CHUNK", "Chunks", "NodeMaps", "all_candidates", "candidates", "select_pairs"]
