@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import torch
 
 from .backends import Call, select_backend
+from .backends.base import expand_per_range
 from .formula import CAT_I, CAT_J, CAT_P, make, swap_ij, var
 from .reductions import SELECTION, Reduction, selection_grad_formulas, sum_like_grad_formula
 
@@ -22,15 +23,26 @@ _PAIR = {"min": "min_argmin", "argmin": "min_argmin", "min_argmin": "min_argmin"
 
 
 def genred(red: Reduction, args: Sequence[torch.Tensor], cats: Sequence[int], ni: int, nj: int,
-           batch: Sequence[int], backend: str, ranges: Optional[tuple] = None) -> tuple[torch.Tensor, ...]:
-    """Run a reduction over j (see :class:`lazygeom.backends.Call` for the argument layout and
-    the block-sparse ``ranges``).
+           batch: Sequence[int], backend: str, ranges: Optional[tuple] = None,
+           per_range: bool = False) -> tuple[torch.Tensor, ...]:
+    """Run a reduction over j (see :class:`lazygeom.backends.Call` for the argument layout, the
+    block-sparse ``ranges`` and ``per_range``).
 
     Returns the outputs of ``red.kind`` (values and/or int64 indices), differentiable with respect
-    to every floating argument.
+    to every floating argument (per-range results are not differentiable).
     """
-    call = Call(red, tuple(cats), int(ni), int(nj), tuple(batch), ranges)
+    call = Call(red, tuple(cats), int(ni), int(nj), tuple(batch), ranges, per_range)
+    if per_range and torch.is_grad_enabled() and any(a.requires_grad for a in args):
+        raise NotImplementedError("per-range reductions have no gradient: run them under torch.no_grad() "
+                                  "or on detached tensors")
     return _GenredFn.apply(call, backend, *args)
+
+
+def _run(backend: str, call: Call, args) -> tuple[torch.Tensor, ...]:
+    chosen = select_backend(backend, call, args)
+    if call.per_range and not getattr(chosen, "per_range", False):
+        call, args = expand_per_range(call, args)  # one row per (row, range): the same results
+    return chosen.run(call, args)
 
 
 class _GenredFn(torch.autograd.Function):
@@ -39,12 +51,12 @@ class _GenredFn(torch.autograd.Function):
         red = call.reduction
         if red.kind in _PAIR:
             run_call = Call(Reduction(_PAIR[red.kind], red.formula, K=red.K), call.cats, call.ni, call.nj,
-                            call.batch, call.ranges)
-            values, indices = select_backend(backend, run_call, args).run(run_call, args)
+                            call.batch, call.ranges, call.per_range)
+            values, indices = _run(backend, run_call, args)
             outs = tuple({"value": values, "index": indices}[o] for o in red.outputs)
             saved_outs = (values, indices)
         else:
-            outs = select_backend(backend, call, args).run(call, args)
+            outs = _run(backend, call, args)
             saved_outs = outs
         ctx.call, ctx.backend, ctx.n_args = call, backend, len(args)
         ctx.save_for_backward(*args, *saved_outs)

@@ -50,7 +50,10 @@ class ReductionsMixin:
     # --- the one place where reductions are run ------------------------------------------------
 
     def _reduce(self, kind: str, axis, weight=None, K: int = 1, backend: Optional[str] = None,
-                ranges=None, **options):
+                ranges=None, per_range: bool = False, **options):
+        """Every reduction goes through here. ``per_range=True`` (a lazygeom extension, with
+        ``ranges``, no batch dims, no gradient) returns one result per output row *and* listed
+        range instead of one per row, stacked row after row (:class:`lazygeom.backends.Call`)."""
         unknown = set(options) - IGNORED_OPTIONS
         if unknown:
             raise TypeError(f"{kind}: unexpected keyword argument(s) {sorted(unknown)}")
@@ -101,12 +104,15 @@ class ReductionsMixin:
         if kind in SELECTION and SELECTION[kind][1] and K > nj:
             raise ValueError(f"{kind}: K={K} is larger than the {nj} {red_side}-indices reduced over")
 
+        if per_range and (ranges is None or batch):
+            raise ValueError(f"{kind}: per_range=True needs ranges= and no batch dimensions, got "
+                             f"ranges={'None' if ranges is None else 'given'} and batch {tuple(batch)}")
         if ranges is not None:
             ranges = _check_ranges(ranges, kind, batch, src._ni, src._nj, self._numpy)
             if over == 0:  # the transposed problem: rows are the j side
                 ranges = ranges[3:] + ranges[:3]
         red = Reduction(kind, formulas[0], formulas[1] if len(formulas) > 1 else None, K=int(K))
-        outs = genred(red, args, cats, ni, nj, batch, backend or get_config().backend, ranges)
+        outs = genred(red, args, cats, ni, nj, batch, backend or get_config().backend, ranges, bool(per_range))
         if kind in SELECTION and SELECTION[kind][1] and red.out_dim == 1:
             outs = tuple(o.squeeze(-1) for o in outs)
         outs = tuple(self._to_user(o) for o in outs)

@@ -7,6 +7,7 @@ import torch
 
 from lazygeom.cluster import dense_mask, from_matrix, from_pairs, grid_cluster
 from lazygeom.ot import SamplesLoss, sinkhorn
+from lazygeom.ot.costs import ground_cost
 from lazygeom.ot.divergence import sinkhorn_cost
 from lazygeom.ot.hierarchy import build_trees
 from lazygeom.ot.softmin import MULTISCALE_MIN_POINTS
@@ -265,8 +266,13 @@ def test_truncation_drops_only_negligible_pairs(gen, p):
     fX, TX, bX = fhat(X, Y, v, 40)
     gY, TY, bY = fhat(Y, X, u, 50)
     P, Q = NodeMaps(X, rX, hX, fX, TX, bX), NodeMaps(Y, rY, hY, gY, TY, bY)
-    all_pairs = [(torch.arange(50).repeat_interleave(40), torch.arange(40).repeat(50))]
-    rows, cols, n = select_pairs(P, Q, lambda: iter(all_pairs), eps, lam, tau, p, cost)
+    root = (torch.tensor([0]), torch.tensor([0]))  # one parent pair whose children are all the nodes
+    for backend in ("reference", "cpu"):
+        rows, cols, n = select_pairs(P, Q, root, torch.tensor([[0, 50]]), torch.tensor([[0, 40]]), eps, lam, tau,
+                                     p, ground_cost(p), backend)
+        if backend == "reference":
+            want = (rows, cols)
+    assert torch.equal(rows, want[0]) and torch.equal(cols, want[1])
     assert n == 2000 and 0 < rows.numel() < 2000
     kept = torch.zeros(50, 40, dtype=torch.bool)
     kept[rows, cols] = True

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 
+import torch
+
 from ..formula import CAT_I, CAT_J, CAT_NAMES
 from ..reductions import Reduction
 
@@ -25,6 +27,12 @@ class Call:
     i side): ``(ranges_i, slices_i, redranges_j, ranges_j, slices_j, redranges_i)``, int64 tensors.
     Row i reduces over the j-ranges listed for its cluster only; rows outside every cluster get
     the value of an empty reduction (0 for sums, -inf for LogSumExp, +inf and index 0 for min).
+
+    ``per_range`` (with ``ranges``, no batch): one result per row *and listed range* instead of
+    per row: row i of cluster c gives ``slices_i[c] - slices_i[c - 1]`` results, each the
+    reduction over one of its cluster's j-ranges, in list order; the outputs stack them row after
+    row, ``(sum of those counts, ...)`` (:func:`range_offsets`). Used to bound many small blocks
+    at once (the multiscale truncation) without one row per block.
     """
 
     reduction: Reduction
@@ -33,6 +41,7 @@ class Call:
     nj: int
     batch: tuple[int, ...] = ()
     ranges: Optional[tuple] = None
+    per_range: bool = False
 
     @property
     def swapped_ranges(self) -> Optional[tuple]:
@@ -47,6 +56,51 @@ class Call:
     def describe(self) -> str:
         cats = "".join(CAT_NAMES[c] for c in self.cats)
         return f"{self.reduction.kind} over j, ni={self.ni}, nj={self.nj}, batch={self.batch}, args={cats}"
+
+
+def row_clusters(ranges_i: torch.Tensor, ni: int) -> torch.Tensor:
+    """``(ni,)`` int64: the cluster of each row in ``ranges_i``, -1 for rows in none."""
+    out = torch.full((ni,), -1, dtype=torch.int64, device=ranges_i.device)
+    lens = (ranges_i[:, 1] - ranges_i[:, 0]).clamp(min=0)
+    cl = torch.repeat_interleave(torch.arange(ranges_i.shape[0], device=lens.device), lens)
+    first = torch.cumsum(lens, 0) - lens  # position of each cluster's first row in `cl`
+    out[ranges_i[cl, 0] + torch.arange(cl.numel(), device=lens.device) - first[cl]] = cl
+    return out
+
+
+def per_range_index(ranges_i: torch.Tensor, slices_i: torch.Tensor, ni: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each result of a per-range reduction, in order: its row, and its range's index in
+    ``redranges_j`` (see :class:`Call`)."""
+    slices = slices_i.to(torch.int64)
+    ends = torch.cat((slices, slices.new_zeros(1)))  # cluster -1 (none): an empty list
+    starts = torch.cat((slices.new_zeros(1), slices[:-1], slices.new_zeros(1)))
+    c = row_clusters(ranges_i.to(torch.int64), ni)
+    counts = ends[c] - starts[c]
+    rows = torch.repeat_interleave(torch.arange(ni, device=counts.device), counts)
+    k = torch.arange(rows.numel(), device=counts.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    return rows, starts[c][rows] + k
+
+
+def range_offsets(call: Call) -> tuple[torch.Tensor, int]:
+    """``(offsets, total)``: where each row's per-range results start, and how many there are."""
+    slices = call.ranges[1].to(torch.int64)
+    counts_c = torch.diff(slices, prepend=slices.new_zeros(1))
+    c = row_clusters(call.ranges[0].to(torch.int64), call.ni)
+    counts = torch.where(c >= 0, counts_c[c.clamp(min=0)], 0)
+    return torch.cumsum(counts, 0) - counts, int(counts.sum())
+
+
+def expand_per_range(call: Call, args: Sequence) -> tuple[Call, list]:
+    """The ordinary call equal to a per-range one: one row per (row, range), each its own cluster
+    with that one range (i-variables repeated). For the backends without a per-range kernel."""
+    rows, entry = per_range_index(call.ranges[0], call.ranges[1], call.ni)
+    n = rows.numel()
+    red = call.ranges[2][entry]
+    unit = torch.stack((torch.arange(n), torch.arange(1, n + 1)), dim=1).to(red)
+    ranges = (unit, torch.arange(1, n + 1).to(red), red, call.ranges[3], torch.zeros_like(call.ranges[4]),
+              red.new_zeros(0, 2))
+    new_args = [a.index_select(-2, rows.to(a.device)) if c == CAT_I else a for a, c in zip(args, call.cats)]
+    return Call(call.reduction, call.cats, n, call.nj, (), ranges), new_args
 
 
 class Backend(Protocol):

@@ -3,16 +3,20 @@
 Each cloud (all batch items at once) becomes a tree of levels:
 
 - the *fine* level: the points themselves, sorted so that every cluster is contiguous;
-- cluster levels above it, coarse to fine: level ``k`` holds the weighted centroids of the
-  cells of a grid of side ``s_k`` (anchored at the origin) that contain points of the level
-  below; the first cluster level can also come from user labels;
+- cluster levels above it, coarse to fine, each holding the weighted centroids of the clusters
+  of the level below;
 - a root: one node per batch item, so that clusters never mix batch items and a batch of B
   problems is one block-diagonal problem.
 
-x and y share the sides ``s_k`` (the solver pairs their levels one to one). The sides double
-from ``cluster_scale`` upwards; a doubling that would not at least roughly halve the number of
-clusters is merged into the next one, and the coarsest level has at most ``COARSEST`` clusters
-per batch item (its solve visits every pair of its batch item).
+The clusters are, by default (``cluster_scale=None``), the nodes of a balanced kd-tree of each
+cloud (:mod:`lazygeom.ot.kdtree`): leaves of at most ``LEAF_SIZE`` points, then every third depth
+(8 children per node). They follow the density of each cloud, and both clouds get the same number
+of levels (the solver pairs their levels one to one); a level's ``scale`` is the larger of the two
+clouds' typical cluster sides. With a ``cluster_scale``, the clusters are the cells of grids
+anchored at the origin, whose sides x and y share: they double from ``cluster_scale`` upwards; a
+doubling that would not at least roughly halve the number of clusters is merged into the next one;
+the first cluster level can also come from user labels. Either way the coarsest level has at
+most ``COARSEST`` clusters per batch item (its solve visits every pair of its batch item).
 
 Within a level the nodes are ordered by parent, parents in their own level's order: the children
 of node ``k`` are the contiguous rows ``children[k]`` of the next finer level, ready for
@@ -29,8 +33,12 @@ from typing import Optional
 
 import torch
 
+from .kdtree import kd_paths, leaf_depth
+
 #: the coarsest level has at most this many clusters per batch item (and per cloud)
 COARSEST = 1000
+#: the default largest leaf of the kd-tree levels (measured: benchmarks/ot.py --multiscale)
+LEAF_SIZE = 32
 #: a new level must have at most this fraction of the clusters of the level below it
 MIN_REDUCTION = 0.6
 
@@ -158,6 +166,56 @@ def _label_levels(x: _Nodes, y: _Nodes, B: int, scale: float, labels) -> tuple[l
         scale *= 2
 
 
+def _kd_depths(n: int, leaf_size: int) -> list[int]:
+    """The depths of a cloud's cluster levels, fine to coarse: leaves, then every third depth (8
+    children per node) up to the first with at most ``COARSEST`` nodes per batch item."""
+    d = leaf_depth(n, leaf_size)
+    depths = [d]
+    while 2 ** depths[-1] > COARSEST:
+        depths.append(max(depths[-1] - 3, 0))
+    return depths
+
+
+def _node_side(points: torch.Tensor, weights: torch.Tensor, lab: torch.Tensor) -> float:
+    """The mass-weighted mean over clusters of the longest side of their bounding boxes."""
+    n, D = int(lab.max()) + 1, points.shape[1]
+    index = lab[:, None].expand_as(points)
+    lo = torch.full((n, D), math.inf, dtype=points.dtype).scatter_reduce(0, index, points, "amin")
+    hi = torch.full((n, D), -math.inf, dtype=points.dtype).scatter_reduce(0, index, points, "amax")
+    side = (hi - lo).amax(dim=1)
+    mass = torch.zeros(n, dtype=weights.dtype).index_add_(0, lab, weights)
+    if not float(mass.sum()) > 0:
+        mass = torch.ones_like(mass)
+    return float((side * mass).sum() / mass.sum())
+
+
+def _kd_label_levels(x: _Nodes, y: _Nodes, B: int, leaf_size: int) -> tuple[list[_Nodes], list[_Nodes], list[float]]:
+    """Bottom-up kd-tree levels of both clouds (:mod:`lazygeom.ot.kdtree`), as many for x as for y.
+
+    A level's scale is the larger of the two clouds' typical cluster sides (:func:`_node_side`):
+    the solver uses a level while that is below a few blurs.
+    """
+    per_item = (x.points.shape[0] // B, y.points.shape[0] // B)
+    depths = [_kd_depths(n, leaf_size) for n in per_item]
+    L = max(len(d) for d in depths)
+    depths = [d + [d[-1]] * (L - len(d)) for d in depths]  # the shallower tree repeats its top level
+    out, sides = [], []
+    for cloud, ds in zip((x, y), depths):
+        paths = kd_paths(cloud.points, cloud.batch, ds[0])
+        labels = [torch.unique(cloud.batch * (1 << d) + (paths >> (ds[0] - d)), return_inverse=True)[1] for d in ds]
+        sides.append([_node_side(cloud.points, cloud.weights, lab) for lab in labels])
+        levels, nodes = [cloud], cloud
+        for k, lab in enumerate(labels):
+            # the clusters of level k are labelled by their points; their parents, by any of them
+            node_lab = lab if k == 0 else torch.zeros(nodes.points.shape[0], dtype=torch.int64).scatter_(
+                0, labels[k - 1], lab)
+            nodes = _coarsen(nodes, node_lab)
+            levels.append(nodes)
+        out.append(levels)
+    scales = [max(sx, sy) for sx, sy in zip(*sides)]
+    return out[0], out[1], scales
+
+
 def _radius(children: _Nodes, parents: _Nodes) -> torch.Tensor:
     d = (children.points - parents.points[children.parent]).norm(dim=1)
     return torch.zeros(parents.points.shape[0], dtype=d.dtype).scatter_reduce_(0, children.parent, d, "amax")
@@ -202,22 +260,27 @@ def _sorted_tree(nodes: list[_Nodes], scales: list[float], B: int, fine_points: 
     return Tree(root_children, tuple(levels), order)
 
 
-def build_trees(x: torch.Tensor, a: torch.Tensor, y: torch.Tensor, b: torch.Tensor, cluster_scale: float,
-                labels: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> tuple[Tree, Tree]:
-    """The multiscale trees of two batched clouds, with shared grid sides.
+def build_trees(x: torch.Tensor, a: torch.Tensor, y: torch.Tensor, b: torch.Tensor, cluster_scale: Optional[float],
+                labels: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                leaf_size: int = LEAF_SIZE) -> tuple[Tree, Tree]:
+    """The multiscale trees of two batched clouds: kd-tree levels, or grids of shared sides.
 
     Args:
         x: ``(B, N, D)`` points (the fine level keeps their autograd graph); a ``(B, N)`` weights.
         y: ``(B, M, D)``; b ``(B, M)``.
         cluster_scale: the side of the finest grid, > 0 (ignored for the first level when
-            ``labels`` are given).
+            ``labels`` are given); None: balanced kd-tree levels (:mod:`lazygeom.ot.kdtree`)
+            whose leaves hold at most ``leaf_size`` points.
         labels: optional integer cluster labels ``(lab_x, lab_y)`` shaped like a and b: the
             first cluster level (the ones above it are grids).
+        leaf_size: the kd-tree's largest leaf (the leaves hold between half of it and it).
 
     Returns:
         ``(tree_x, tree_y)``, with the same number of levels.
     """
-    if not (isinstance(cluster_scale, (int, float)) and math.isfinite(cluster_scale) and cluster_scale > 0):
+    kd = cluster_scale is None and labels is None
+    if cluster_scale is not None and not (isinstance(cluster_scale, (int, float)) and math.isfinite(cluster_scale)
+                                          and cluster_scale > 0):
         raise ValueError(f"cluster_scale must be a positive number, got {cluster_scale!r}")
     B, N, D = x.shape
     M = y.shape[1]
@@ -226,11 +289,20 @@ def build_trees(x: torch.Tensor, a: torch.Tensor, y: torch.Tensor, b: torch.Tens
         by = torch.arange(B).repeat_interleave(M)
         nx = _Nodes(x.detach().reshape(-1, D), a.detach().reshape(-1), bx)
         ny = _Nodes(y.detach().reshape(-1, D), b.detach().reshape(-1), by)
-        lab = None if labels is None else (labels[0], labels[1], tuple(a.shape), tuple(b.shape))
-        xs, ys, scales = _label_levels(nx, ny, B, float(cluster_scale), lab)
+        if kd:
+            if not (isinstance(leaf_size, int) and leaf_size >= 1):
+                raise ValueError(f"leaf_size must be a positive integer, got {leaf_size!r}")
+            for name, pts in (("x", nx.points), ("y", ny.points)):
+                if not bool(torch.isfinite(pts).all()):
+                    raise ValueError(f"multiscale: the points {name} must be finite")
+            xs, ys, scales = _kd_label_levels(nx, ny, B, leaf_size)
+        else:
+            lab = None if labels is None else (labels[0], labels[1], tuple(a.shape), tuple(b.shape))
+            scale = 1.0 if cluster_scale is None else float(cluster_scale)  # labels: replaced by their radius
+            xs, ys, scales = _label_levels(nx, ny, B, scale, lab)
     tree_x = _sorted_tree(xs, scales, B, x.reshape(-1, D))
     tree_y = _sorted_tree(ys, scales, B, y.reshape(-1, D))
     return tree_x, tree_y
 
 
-__all__ = ["COARSEST", "Level", "Tree", "build_trees"]
+__all__ = ["COARSEST", "LEAF_SIZE", "Level", "Tree", "build_trees"]

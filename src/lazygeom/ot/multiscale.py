@@ -34,7 +34,7 @@ one problem whose coarsest level is the B batch items, with block-diagonal pairs
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -45,10 +45,9 @@ from .costs import GroundCost
 from .hierarchy import Tree, build_trees
 from .sinkhorn import Potentials, SinkhornResult, damping
 from .softmin import _check
-from .truncation import NodeMaps, all_candidates, candidates, select_pairs
+from .truncation import (NodeMaps, all_candidates, block_pairs, child_blocks, select_pairs, unique_pairs,
+                         unit_ranges)
 
-#: default ``cluster_scale``: grid cells holding about this many points of a uniform cloud
-POINTS_PER_CELL = 32
 #: at a fixed ε (extra iterations), the kept pairs are chosen again every this many updates
 RETRUNCATE_EVERY = 5
 #: a level is used while its cells are at most this many times the blur σ = ε^(1/p). Measured
@@ -57,28 +56,6 @@ RETRUNCATE_EVERY = 5
 LEVEL_RATIO = 2.0
 
 Pairs = tuple[torch.Tensor, torch.Tensor]
-
-
-def default_cluster_scale(n_points: int, D: int, diameter: float) -> float:
-    """The grid side of the finest cluster level when the user gives none.
-
-    Cells of side diameter/√D · (POINTS_PER_CELL / n)^(1/D): a uniform cloud filling the cube of
-    diagonal ``diameter`` gets about ``POINTS_PER_CELL`` points per cell, enough for the kernels to
-    stream full tiles of a block while keeping the truncation fine.
-    """
-    side = diameter / math.sqrt(D) if diameter > 0 else 1.0
-    return side * min(1.0, POINTS_PER_CELL / max(n_points, 1)) ** (1.0 / D)
-
-
-def _dense_cost(p: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if p == 2:
-        return lambda x, y: ((x - y) ** 2).sum(-1) / 2
-    return lambda x, y: (x - y).norm(dim=-1)
-
-
-def _unit_ranges(n: int) -> torch.Tensor:
-    k = torch.arange(n)
-    return torch.stack((k, k + 1), dim=1)
 
 
 def _forward_ranges(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
@@ -149,20 +126,20 @@ class Multiscale:
         rho: ρ = reach^p or None.
         truncate: τ: pairs whose children carry less than exp(−τ) of the largest kernel values
             are dropped (None: ``inf``, keep all pairs).
-        cluster_scale: the grid side of the finest cluster level.
+        cluster_scale: the grid side of the finest cluster level; None: kd-tree levels
+            (:func:`lazygeom.ot.hierarchy.build_trees`).
         labels: optional user cluster labels ``(lab_x, lab_y)`` for the finest cluster level.
         verbose: print the levels and, per update, the level, ε and the kept fractions.
         debias: whether the loop also computes the self-interaction potentials (pairs xx, yy).
     """
 
     def __init__(self, x, a, y, b, p: int, cost: GroundCost, eps_list, rho: Optional[float],
-                 truncate: Optional[float], cluster_scale: float, labels=None, verbose: bool = False,
+                 truncate: Optional[float], cluster_scale: Optional[float], labels=None, verbose: bool = False,
                  debias: bool = True, engine_backend: Optional[str] = None):
         self.B = x.shape[0]
         self.p, self.cost, self.rho, self.verbose = p, cost, rho, verbose
         self.truncate = math.inf if truncate is None else float(truncate)
         self.engine_backend = engine_backend
-        self.dense_cost = _dense_cost(p)
         self.tx, self.ty = build_trees(x, a, y, b, cluster_scale, labels)
         self.scales = [lev.scale for lev in self.tx.levels]
         root = torch.arange(self.B)
@@ -313,16 +290,15 @@ class Multiscale:
             mP = self._maps(P, Q.points.detach(), None, v, Q.weights.log(), op.ranges[pair], eps, lam)
             mQ = mP if pair[0] == pair[1] else \
                 self._maps(Q, P.points.detach(), None, u, P.weights.log(), swap_axes(op.ranges[pair]), eps, lam)
-            chunks = lambda pair=pair, tr=tr, tc=tc: candidates(  # noqa: E731
-                self.kept[pair], self._parents(tr, k), self._parents(tc, k))
-            rows, cols, n = select_pairs(mP, mQ, chunks, eps, lam, self.truncate, self.p, self.dense_cost)
+            rows, cols, n = select_pairs(mP, mQ, self.kept[pair], self._parents(tr, k), self._parents(tc, k),
+                                         eps, lam, self.truncate, self.p, self.cost, self.engine_backend)
             kept[pair], examined = (rows, cols), examined + n
         self._say(f"multiscale: truncation at level {k} (eps {eps:.4g}): kept "
                   f"{sum(r.numel() for r, _ in kept.values())} of {examined} node pairs")
 
         def extrapolate(t_rows: Tree, t_cols: Tree, rows, cols, pot):
             # the next level's row points against this level's column nodes
-            ranges = _forward_ranges(t_rows.levels[k].children, _unit_ranges(t_cols.levels[k].size), rows, cols)
+            ranges = _forward_ranges(t_rows.levels[k].children, unit_ranges(t_cols.levels[k].size), rows, cols)
             h = t_cols.levels[k].weights.log() + pot[0] / eps
             return lam * _softmin(t_rows.levels[k + 1].points.detach(), t_cols.levels[k].points.detach(), h, eps,
                                   ranges, self.cost, self.engine_backend)[None]
@@ -342,25 +318,26 @@ class Multiscale:
         self._report_pairs()
         return new_f, new_g, f_aa, g_bb
 
-    def _block_max(self, maps: NodeMaps, I: torch.Tensor, J: torch.Tensor, pts, pot: torch.Tensor,
-                   col_children: torch.Tensor, eps: float, lam: float) -> torch.Tensor:
-        """For each candidate pair (I, J): a bound on max over i in I, j in J of f̂(x_i) + h_j − C(x_i, y_j).
+    def _block_max(self, maps: NodeMaps, pairs: Pairs, row_groups: torch.Tensor, col_groups: torch.Tensor,
+                   col_children: torch.Tensor, pts: torch.Tensor, pot: torch.Tensor,
+                   lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For every child pair (I, J) of ``pairs``: a bound on max over i in I, j in J of f̂(x_i) + h_j − C(x_i, y_j).
 
-        One max-reduction whose rows are the candidate pairs (the node I's f̂, T, extents) and whose
-        columns are the points j under J, with their current potentials h (module docstring of
-        :mod:`lazygeom.ot.truncation` for the margin).
+        One per-range max-reduction (:func:`lazygeom.ot.truncation.child_blocks`): rows are the row
+        nodes I (the node's f̂, T, extents), and each row lists the points j under each candidate
+        partner J, with their current potentials h (module docstring of
+        :mod:`lazygeom.ot.truncation` for the margin). Returns ``(I, J, bound)``.
         """
-        K = I.numel()
-        X = maps.points[I]
-        ranges = _forward_ranges(_unit_ranges(K), col_children, torch.arange(K), J, merge=False, presorted=True)
-        h_j = lazy_j(pot[0][:, None])
-        F = lazy_i(maps.f[I][:, None]) + h_j - self.cost.formula(X, pts)
+        ranges, J = child_blocks(pairs, row_groups, col_groups, col_children)
+        X = maps.points
+        F = lazy_i(maps.f[:, None]) + lazy_j(pot[0][:, None]) - self.cost.formula(X, pts)
         if self.p == 2:  # Σ_d |∂ₓ(f̂(x) − C(x, y_j))_d| h_I,d, with ∂ₓ = λ(X_I − T_I) − X_I + y_j at X_I
-            grad = lazy_i(lam * (X - maps.T[I]) - X) + lazy_j(pts)
-            F = F + (grad.abs() * lazy_i(maps.extent[I])).sum(-1)
+            grad = lazy_i(lam * (X - maps.T) - X) + lazy_j(pts)
+            F = F + (grad.abs() * lazy_i(maps.extent)).sum(-1)
         else:
-            F = F + 2 * lazy_i(maps.radius[I][:, None])
-        return F.max(dim=1, ranges=ranges, backend=self.engine_backend)[:, 0]
+            F = F + 2 * lazy_i(maps.radius[:, None])
+        bound = F.max(dim=1, ranges=ranges, per_range=True, backend=self.engine_backend)[:, 0]
+        return (*block_pairs(ranges, J, X.shape[0]), bound)
 
     def _retruncate(self, pots: Potentials, eps: float, lam: float) -> None:
         """Choose the block pairs of the current level again, from its current potentials, at ε.
@@ -378,26 +355,29 @@ class Multiscale:
             tr, tc = self._trees(pair)
             Pn, Qn = tr.levels[k - 1], tc.levels[k - 1]
             Pp, Qp = tr.levels[k], tc.levels[k]
-            I, J = all_candidates(self.parent_kept[pair], self._parents(tr, k - 1), self._parents(tc, k - 1))
+            gr, gc = self._parents(tr, k - 1), self._parents(tc, k - 1)
+            I0, J0 = self.parent_kept[pair]
 
-            def maps(nodes, col_nodes, pts, pot, r, c):
-                # the row nodes against the column points under their candidate partners
-                ranges = _forward_ranges(_unit_ranges(nodes.size), col_nodes.children, r, c)
+            def maps(nodes, groups, col_nodes, col_groups, pts, pot, pairs):
+                # the row nodes against the column points under their candidate partners: one
+                # contiguous run of points per kept parent pair (the points under the partner)
+                span = torch.stack((col_nodes.children[col_groups[:, 0], 0],
+                                    col_nodes.children[col_groups[:, 1] - 1, 1]), dim=1)
+                ranges = _forward_ranges(groups, span, *pairs)
                 col_node = torch.repeat_interleave(torch.arange(col_nodes.size),
                                                    col_nodes.children[:, 1] - col_nodes.children[:, 0])
                 return self._maps(nodes, pts.points.detach(), col_node, pot, pts.weights.log(), ranges, eps, lam)
 
-            mP = maps(Pn, Qn, Qp, v, I, J)
-            mQ = mP if pair[0] == pair[1] else maps(Qn, Pn, Pp, u, J, I)
-            rows_bound = self._block_max(mP, I, J, Qp.points.detach(), v, Qn.children, eps, lam)
-            cols_bound = self._block_max(mQ, J, I, Pp.points.detach(), u, Pn.children, eps, lam)
-            keep = ~((rows_bound < thr) & (cols_bound < thr))  # NaN: kept
-            rows = torch.cat((I[keep], torch.arange(Pn.size), mQ.best))
-            cols = torch.cat((J[keep], mP.best, torch.arange(Qn.size)))
-            keys = torch.unique(rows * Qn.size + cols)
-            self.kept[pair] = (keys // Qn.size, keys % Qn.size)
+            mP = maps(Pn, gr, Qn, gc, Qp, v, (I0, J0))
+            mQ = mP if pair[0] == pair[1] else maps(Qn, gc, Pn, gr, Pp, u, (J0, I0))
+            i1, j1, rows_bound = self._block_max(mP, (I0, J0), gr, gc, Qn.children, Qp.points.detach(), v, lam)
+            j2, i2, cols_bound = self._block_max(mQ, (J0, I0), gc, gr, Pn.children, Pp.points.detach(), u, lam)
+            keep1, keep2 = ~(rows_bound < thr), ~(cols_bound < thr)  # NaN: kept
+            rows = torch.cat((i1[keep1], i2[keep2], torch.arange(Pn.size), mQ.best))
+            cols = torch.cat((j1[keep1], j2[keep2], mP.best, torch.arange(Qn.size)))
+            self.kept[pair] = unique_pairs(rows, cols, Qn.size)
             self._op = None
-            before, after = before + I.numel(), after + keys.numel()
+            before, after = before + i1.numel(), after + self.kept[pair][0].numel()
         self.truncated_at = eps
         self._say(f"multiscale: truncation at level {k - 1} (eps {eps:.4g}): kept {after} of {before} node pairs")
         self._report_pairs()
@@ -410,4 +390,4 @@ class Multiscale:
                               res.eps_history, res.residual)
 
 
-__all__ = ["BlockSparseSoftmin", "Multiscale", "POINTS_PER_CELL", "default_cluster_scale"]
+__all__ = ["BlockSparseSoftmin", "Multiscale"]

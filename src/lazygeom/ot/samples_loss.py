@@ -72,8 +72,9 @@ class SamplesLoss(torch.nn.Module):
         cost: a callable ``cost(x_i, y_j)`` built from LazyTensor operations (also applied to
             dense tensors by the tensorized backend; see :mod:`lazygeom.ot.costs`).
         kernel: a callable ``k(x_i, y_j)`` for the kernel losses (same convention).
-        cluster_scale: multiscale backend: the grid side of the finest cluster level (default:
-            about 32 points per cell, :func:`lazygeom.ot.multiscale.default_cluster_scale`).
+        cluster_scale: multiscale backend: the grid side of the finest cluster level; None
+            (default): balanced kd-tree clusters of at most 32 points per leaf, which follow each
+            cloud's density (:mod:`lazygeom.ot.kdtree`).
         debias: the debiased divergence (True) or raw entropic OT (False), for "sinkhorn".
         potentials: return the dual potentials ``(F, G)``, shaped like the weights, instead of
             the loss (sinkhorn: f − f_aa and g − g_bb, or f and g without debiasing).

@@ -16,7 +16,7 @@ from ._inputs import Measures, parse_measures
 from .costs import CostFn, ground_cost
 from .schedules import epsilon_schedule, max_diameter
 from .sinkhorn import SinkhornResult, sinkhorn_loop
-from .multiscale import Multiscale, default_cluster_scale
+from .multiscale import Multiscale
 from .softmin import choose_backend, make_softmin
 
 
@@ -75,8 +75,7 @@ def solve_measures(
     check_multiscale_options(truncate, cluster_scale)
     # log(0) = -inf: points of weight zero drop out of the soft-mins (the loop detaches these)
     if resolved == "multiscale":
-        scale = cluster_scale if cluster_scale is not None else default_cluster_scale(max(N, M), D, float(diameter))
-        ms = Multiscale(m.x, m.a, m.y, m.b, p, C, eps_list, rho, truncate, scale, labels, verbose, debias)
+        ms = Multiscale(m.x, m.a, m.y, m.b, p, C, eps_list, rho, truncate, cluster_scale, labels, verbose, debias)
         softmin, a_log, b_log = ms.start()
         res = sinkhorn_loop(softmin, a_log, b_log, eps_list, rho=rho, debias=debias, refine=ms)
         return ms.result(res), resolved
@@ -136,8 +135,9 @@ def sinkhorn(
             (see ``SinkhornResult.residual``).
         truncate: multiscale: drop the cluster pairs whose kernel values are all below
             exp(−truncate) times the largest (larger: more accurate and slower; None: keep all).
-        cluster_scale: multiscale: the grid side of the finest cluster level (default:
-            :func:`lazygeom.ot.multiscale.default_cluster_scale`, about 32 points per cell).
+        cluster_scale: multiscale: the grid side of the finest cluster level; None (default):
+            balanced kd-tree clusters of each cloud, at most 32 points per leaf, which follow
+            the clouds' density (:mod:`lazygeom.ot.kdtree`).
         labels: multiscale: integer cluster labels ``(lab_x, lab_y)``, shaped like the weights,
             for the finest cluster level instead of the grid at ``cluster_scale``.
         verbose: multiscale: print the levels, ε and the kept fraction at each step.

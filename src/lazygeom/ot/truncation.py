@@ -22,16 +22,23 @@ the nodes. The bound on a pair of children (X_I + dx, Y_J + dy), |dx| ≤ r_I, |
 
 Every node also keeps its best partner (the node of the other side with the largest kernel
 term), so that no row is left without columns. f̂, T and the best partners are block-sparse
-reductions (:mod:`lazygeom.ot.multiscale`); only the bound is evaluated here, pair by pair, over
-chunks of candidates: nothing of size (#P)·(#Q) is allocated.
+reductions (:mod:`lazygeom.ot.multiscale`). The candidates are the children pairs of the pairs
+kept one level up; the bounds of all of them come from *one per-range reduction*
+(:class:`lazygeom.backends.Call`): its rows are the row nodes, grouped by parent, and each row
+lists one range per candidate partner (:func:`child_blocks`), so that the ranges cost
+O(#kept parent pairs × children) to build and nothing of size (#P)·(#Q) is allocated.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator, Optional
 
 import torch
+
+from ..backends.base import per_range_index
+from ._lazy import lazy_i, lazy_j
+from .costs import GroundCost
 
 #: candidate pairs handled at once (memory: a few tensors of this many entries)
 CHUNK = 1 << 21
@@ -92,45 +99,88 @@ def all_candidates(parent_pairs: tuple[torch.Tensor, torch.Tensor], rows: torch.
     return torch.cat([q[0] for q in pieces]), torch.cat([q[1] for q in pieces])
 
 
-Chunks = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+def child_blocks(parent_pairs: tuple[torch.Tensor, torch.Tensor], row_groups: torch.Tensor,
+                 col_groups: torch.Tensor, col_span: torch.Tensor) -> tuple[tuple, torch.Tensor]:
+    """Ranges for one per-range reduction over the children pairs of the kept parent pairs.
+
+    The rows are the row parents' children, grouped by parent (``row_groups``, the children
+    ranges of the row parents); for each kept pair (P, Q), every child J of Q (``col_groups[Q]``)
+    contributes one range, ``col_span[J]`` (its own column, or the columns under it).
+
+    Returns:
+        ``(ranges, J)``: the 6-tuple (its transposed half empty: reductions over j only) and the
+        column node of every listed range.
+    """
+    P, Q = parent_pairs
+    if P.numel() > 1 and not bool(((P[1:] > P[:-1]) | ((P[1:] == P[:-1]) & (Q[1:] > Q[:-1]))).all()):
+        order = torch.argsort(P * max(col_groups.shape[0], 1) + Q)
+        P, Q = P[order], Q[order]
+    start, count = col_groups[Q, 0], col_groups[Q, 1] - col_groups[Q, 0]
+    first = torch.cumsum(count, 0) - count
+    J = torch.repeat_interleave(start - first, count) + torch.arange(int(count.sum()))
+    slices = torch.zeros(row_groups.shape[0], dtype=torch.int64).index_add_(0, P, count).cumsum(0)
+    ranges = (row_groups, slices, col_span[J], col_span, torch.zeros(col_span.shape[0], dtype=torch.int64),
+              torch.zeros(0, 2, dtype=torch.int64))
+    return ranges, J
 
 
-def select_pairs(P: NodeMaps, Q: NodeMaps, chunks: Chunks, eps: float, lam: float, truncate: float,
-                 p: int, cost) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The candidate pairs whose children may have e ≥ −truncate·ε (module docstring).
+def block_pairs(ranges: tuple, J: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(row, column node)`` of every result of a per-range reduction over :func:`child_blocks`."""
+    rows, entry = per_range_index(ranges[0], ranges[1], n_rows)
+    return rows, J[entry]
+
+
+def select_pairs(P: NodeMaps, Q: NodeMaps, parent_pairs: tuple[torch.Tensor, torch.Tensor], row_groups: torch.Tensor,
+                 col_groups: torch.Tensor, eps: float, lam: float, truncate: float, p: int,
+                 cost: GroundCost, backend: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The children pairs of ``parent_pairs`` whose own children may have e ≥ −truncate·ε (module docstring).
 
     Every row node also keeps its best partner, and every column node likewise.
 
     Args:
-        P, Q: the row and column nodes with their maps.
-        chunks: returns a fresh iterator over the candidate pairs ``(i, j)``, chunk by chunk.
+        P, Q: the row and column nodes (the children of the parents) with their maps.
+        parent_pairs: ``(I, J)`` the kept pairs one level up.
+        row_groups, col_groups: ``(n_parents, 2)`` the children ranges of the row and column parents.
         eps, lam: temperature and damping of the next update.
         truncate: τ, in units of ε.
         p: 1 or 2 (the margin of the module docstring).
-        cost: ``cost(x, y)`` on ``(K, D)`` tensors, row by row.
+        cost: the ground cost (its LazyTensor formula).
+        backend: the lazygeom reduction backend (None: the configured one).
 
     Returns:
         ``(rows, cols, n_candidates)``: the kept pairs, sorted by row then column.
     """
     nP, nQ = P.points.shape[0], Q.points.shape[0]
-    kept_i, kept_j, total = [P.best.new_empty(0)], [P.best.new_empty(0)], 0
-    for i, j in chunks():
-        total += i.numel()
-        Xi, Yj = P.points[i], Q.points[j]
-        e = P.f[i] + Q.f[j] - cost(Xi, Yj)
-        if p == 2:
-            hi, hj = P.extent[i], Q.extent[j]
-            dx = (lam * (Xi - P.T[i]) - (Xi - Yj)).abs()
-            dy = (lam * (Yj - Q.T[j]) - (Yj - Xi)).abs()
-            margin = (dx * hi + dy * hj + hi * hj).sum(1)
-        else:
-            margin = 2 * (P.radius[i] + Q.radius[j])
-        keep = ~(e + margin < -truncate * eps)  # NaN (a node that sees no mass): kept
-        kept_i.append(i[keep]), kept_j.append(j[keep])
-    rows = torch.cat(kept_i + [torch.arange(nP), Q.best])
-    cols = torch.cat(kept_j + [P.best, torch.arange(nQ)])
-    keys = torch.unique(rows * max(nQ, 1) + cols)  # sorted: by row, then column
-    return keys // max(nQ, 1), keys % max(nQ, 1), total
+    ranges, J = child_blocks(parent_pairs, row_groups, col_groups, unit_ranges(nQ))
+    X, Y = P.points, Q.points
+    e = lazy_i(P.f[:, None]) + lazy_j(Q.f[:, None]) - cost.formula(X, Y)
+    if p == 2:
+        xi, yj = lazy_i(X), lazy_j(Y)
+        hi, hj = lazy_i(P.extent), lazy_j(Q.extent)
+        dx = (lazy_i(lam * (X - P.T)) - (xi - yj)).abs()
+        dy = (lazy_j(lam * (Y - Q.T)) - (yj - xi)).abs()
+        e = e + (dx * hi + dy * hj + hi * hj).sum(-1)
+    else:
+        e = e + 2 * (lazy_i(P.radius[:, None]) + lazy_j(Q.radius[:, None]))
+    with torch.no_grad():
+        bound = e.max(dim=1, ranges=ranges, per_range=True, backend=backend)[:, 0]
+    i, j = block_pairs(ranges, J, nP)
+    keep = ~(bound < -truncate * eps)  # NaN (a node that sees no mass): kept
+    rows = torch.cat((i[keep], torch.arange(nP), Q.best))
+    cols = torch.cat((j[keep], P.best, torch.arange(nQ)))
+    return (*unique_pairs(rows, cols, nQ), i.numel())
 
 
-__all__ = ["CHUNK", "Chunks", "NodeMaps", "all_candidates", "candidates", "select_pairs"]
+def unique_pairs(rows: torch.Tensor, cols: torch.Tensor, n_cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct pairs, sorted by row then column."""
+    keys = torch.unique(rows * max(n_cols, 1) + cols)
+    return keys // max(n_cols, 1), keys % max(n_cols, 1)
+
+
+def unit_ranges(n: int) -> torch.Tensor:
+    k = torch.arange(n)
+    return torch.stack((k, k + 1), dim=1)
+
+
+__all__ = ["CHUNK", "NodeMaps", "all_candidates", "block_pairs", "candidates", "child_blocks", "select_pairs",
+           "unique_pairs", "unit_ranges"]

@@ -10,7 +10,7 @@ import torch
 
 from ...settings import get_config
 from ...formula import CAT_I, CAT_J
-from ..base import Call
+from ..base import Call, range_offsets, row_clusters
 from . import blas_knn, compiler
 from .kernel import generate
 
@@ -20,13 +20,15 @@ SERIAL_PAIRS = 1 << 16  # below this many pairs, one thread
 _KINDS = ("sum", "lse", "ssmw", "min_argmin", "max_argmax", "kmin_argkmin")
 
 _ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+             ctypes.c_void_p]
 
 
 class CpuBackend:
     """Compiled C++ kernels for CPU tensors in float32 and float64."""
 
     name = "cpu"
+    per_range = True  # the kernel template writes one result per (row, range) itself
 
     def __init__(self):
         self._kernels: dict[tuple, ctypes._CFuncPtr] = {}
@@ -47,10 +49,10 @@ class CpuBackend:
     def kernel(self, call: Call, dims: tuple[int, ...], dtype: torch.dtype):
         """The compiled entry point for this call's structure (compiled on first use)."""
         cfg = get_config()
-        key = (call.reduction.key, call.cats, dims, dtype, cfg.cache_dir)
+        key = (call.reduction.key, call.cats, dims, dtype, call.per_range, cfg.cache_dir)
         fn = self._kernels.get(key)
         if fn is None:
-            source = generate(call.reduction, call.cats, dims)
+            source = generate(call.reduction, call.cats, dims, call.per_range)
             path = compiler.build(source, _SCALARS[dtype], cfg.cache_dir, cfg.verbose)
             fn = ctypes.CDLL(str(path)).lg_kernel
             fn.argtypes, fn.restype = _ARGTYPES, ctypes.c_int
@@ -72,6 +74,10 @@ class CpuBackend:
         prepared = [_layout(a, c, batch, nb, call.ni, call.nj, njp) for a, c in zip(args, call.cats)]
         E = red.out_dim
         rows = (*batch, call.ni)
+        offsets = None
+        if call.per_range:
+            offsets, total = range_offsets(call)
+            rows = (total,)
         shape = (*rows, red.K, E) if red.kind == "kmin_argkmin" else (*rows, E)
         out = torch.empty(shape, dtype=dtype)
         selection = red.kind in ("min_argmin", "max_argmax", "kmin_argkmin")
@@ -81,18 +87,15 @@ class CpuBackend:
         # waking an OpenMP team costs more than a small problem: those run on the calling thread
         threads = torch.get_num_threads() if nb * call.ni * call.nj >= SERIAL_PAIRS else 1
         fn(nb, call.ni, call.nj, njp, ctypes.cast(ptrs, ctypes.c_void_p), out.data_ptr(), outk.data_ptr(),
-           threads, *(t.data_ptr() for t in sparse) if sparse else (None, None, None))
+           threads, *(t.data_ptr() for t in sparse) if sparse else (None, None, None),
+           None if offsets is None else offsets.data_ptr())
         return (out, outk) if selection else (out,)
 
 
 def _sparse_layout(call: Call) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(row_cluster, slices, redranges) int64 arrays for the kernel; -1 marks rows in no cluster."""
     ranges_i, slices_i, redranges_j = call.ranges[:3]
-    row_cluster = torch.full((call.ni,), -1, dtype=torch.int64)
-    lens = (ranges_i[:, 1] - ranges_i[:, 0]).clamp(min=0)
-    cl = torch.repeat_interleave(torch.arange(len(ranges_i)), lens)
-    first = torch.cumsum(lens, 0) - lens  # position of each cluster's first row in `cl`
-    row_cluster[ranges_i[cl, 0] + torch.arange(cl.numel()) - first[cl]] = cl
+    row_cluster = row_clusters(ranges_i.to(torch.int64), call.ni)
     return row_cluster, slices_i.to(torch.int64).contiguous(), redranges_j.to(torch.int64).contiguous()
 
 

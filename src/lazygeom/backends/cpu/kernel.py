@@ -39,7 +39,7 @@ def _sum_parts(f, E):
         tile_init=[f"vec tacc{e} = bc(0);" for e in range(E)],
         update=[f"tacc{e} += vsel(valid, {f[e]}, bc(0));" for e in range(E)],
         flush=[f"acc[{e}] += hsum(tacc{e});" for e in range(E)],
-        final=[f"out[row * {E} + {e}] = (scalar)acc[{e}];" for e in range(E)],
+        final=[f"out[orow * {E} + {e}] = (scalar)acc[{e}];" for e in range(E)],
     )
 
 
@@ -101,9 +101,9 @@ def _lse_parts(red: Reduction, f, w, E):
         pass2.append(f"if (live{g}) {{ {' '.join(body)} }}")
     flush = [f"S_{q} += hsum({q});" for g in range(G) for q in qs[g]]
     if ssmw:
-        final = [f"out[row * {E} + {e}] = (scalar)(S_t{e} / S_s{group(e)});" for e in range(E)]
+        final = [f"out[orow * {E} + {e}] = (scalar)(S_t{e} / S_s{group(e)});" for e in range(E)]
     else:
-        final = [f"out[row * {E} + {e}] = (scalar)(M{group(e)} + std::log(S_s{e}));" for e in range(E)]
+        final = [f"out[orow * {E} + {e}] = (scalar)(M{group(e)} + std::log(S_s{e}));" for e in range(E)]
     return _parts(init=init, tile_init=tile_init, update=update, mid=mid, pass2=pass2, flush=flush, final=final)
 
 
@@ -124,7 +124,7 @@ def _select_parts(red: Reduction, f, E):
         final.append(
             f"{{ scalar v = bv{e}[0]; int64_t k = bk{e}[0]; for (int l = 1; l < W; ++l) "
             f"if (bv{e}[l] {lt} v || (bv{e}[l] == v && bk{e}[l] < k)) {{ v = bv{e}[l]; k = bk{e}[l]; }} "
-            f"out[row * {E} + {e}] = v; outk[row * {E} + {e}] = k; }}"
+            f"out[orow * {E} + {e}] = v; outk[orow * {E} + {e}] = k; }}"
         )
     return _parts(init=init, update=update, final=final)
 
@@ -144,8 +144,8 @@ def _kmin_parts(red: Reduction, f, E):
             f"while (p > 0 && kv{e}[p - 1] > v) {{ kv{e}[p] = kv{e}[p - 1]; kk{e}[p] = kk{e}[p - 1]; --p; }} "
             f"kv{e}[p] = v; kk{e}[p] = j + l; }} }} }}"
         )
-    final = [f"for (int k = 0; k < {K}; ++k) {{ out[(row * {K} + k) * {E} + {e}] = kv{e}[k]; "
-             f"outk[(row * {K} + k) * {E} + {e}] = kk{e}[k]; }}" for e in range(E)]
+    final = [f"for (int k = 0; k < {K}; ++k) {{ out[(orow * {K} + k) * {E} + {e}] = kv{e}[k]; "
+             f"outk[(orow * {K} + k) * {E} + {e}] = kk{e}[k]; }}" for e in range(E)]
     return _parts(init=init, update=update, final=final)
 
 
@@ -153,8 +153,12 @@ def _ind(lines: list[str], n: int) -> str:
     return "\n".join(" " * n + s for s in lines)
 
 
-def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...]) -> str:
-    """The C++ source of one kernel (without the scalar type, set by -DLG_SCALAR)."""
+def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...], per_range: bool = False) -> str:
+    """The C++ source of one kernel (without the scalar type, set by -DLG_SCALAR).
+
+    ``per_range``: one result per (row, listed range) instead of per row: the state is reset at
+    every range and written at ``out_offset[row] + r`` (see :class:`lazygeom.backends.Call`).
+    """
     formulas = list(red.formulas)
     hoisted, body, outs = render(formulas)
     f = outs[0]
@@ -173,6 +177,12 @@ def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...]) -> st
     tile = TILE_LSE if red.kind in ("lse", "ssmw") else TILE
     init, tile_init, update, mid, pass2, flush, final = (parts[k] for k in
                                                          ("init", "tile_init", "update", "mid", "pass2", "flush", "final"))
+    if per_range:  # the state lives for one range; its result goes to the range's slot
+        row_init, range_init = [], init
+        row_final, range_final = [], ["const int64_t orow = out_offset[row] + r;"] + final
+    else:
+        row_init, range_init = init, []
+        row_final, range_final = ["const int64_t orow = row;"] + final, []
     second = ""
     if pass2:
         second = f"""{{
@@ -186,9 +196,11 @@ def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...]) -> st
 
 // row_cluster (ni), slices (clusters) and redranges (2 per range) describe block-sparse ranges;
 // all three are null for a dense reduction over [0, nj).
+// out_offset (ni): where each row's results start, with one result per range (per-range calls only).
 extern "C" int lg_kernel(int64_t nb, int64_t ni, int64_t nj, int64_t njp, const scalar* const* args,
                          scalar* __restrict out, int64_t* __restrict outk, int nthreads,
-                         const int64_t* row_cluster, const int64_t* slices, const int64_t* redranges) {{
+                         const int64_t* row_cluster, const int64_t* slices, const int64_t* redranges,
+                         const int64_t* out_offset) {{
   ivec lane;
   for (int l = 0; l < W; ++l) lane[l] = l;
   #pragma omp parallel for schedule(dynamic, 64) num_threads(nthreads)
@@ -206,8 +218,9 @@ extern "C" int lg_kernel(int64_t nb, int64_t ni, int64_t nj, int64_t njp, const 
     }}
 {_ind(_ptrs(cats, dims), 4)}
 {_ind(hoisted, 4)}
-{_ind(init, 4)}
-    for (int64_t r = 0; r < nr; ++r)
+{_ind(row_init, 4)}
+    for (int64_t r = 0; r < nr; ++r) {{
+{_ind(range_init, 4)}
     for (int64_t j0 = jr[2 * r]; j0 < jr[2 * r + 1]; j0 += {tile}) {{
       const int64_t j1 = j0 + {tile} < jr[2 * r + 1] ? j0 + {tile} : jr[2 * r + 1];
 {_ind(tile_init, 6)}
@@ -227,7 +240,9 @@ extern "C" int lg_kernel(int64_t nb, int64_t ni, int64_t nj, int64_t njp, const 
       {second}
 {_ind(flush, 6)}
     }}
-{_ind(final, 4)}
+{_ind(range_final, 4)}
+    }}
+{_ind(row_final, 4)}
   }}
   return 0;
 }}
