@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--blur", type=float, default=0.05)
     ap.add_argument("--extra", type=int, default=60, help="iterations at the target ε after the schedule")
-    ap.add_argument("--cluster-scale", type=float, default=0.08, help="the finest grid side of the multiscale solver")
+    ap.add_argument("--cluster-scale", type=lambda v: None if v.lower() == "none" else float(v), default=None,
+                    help="the finest grid side of the multiscale solver (default: none, its kd-tree clusters)")
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -93,7 +94,8 @@ def main(argv=None) -> int:
         "# Multiscale Sinkhorn: accuracy against the online solver, per `truncate`",
         "",
         f"N = M = {args.n:,}, D = 3, float64, blur {args.blur}, scaling 0.8 + {args.extra} iterations at the "
-        f"target ε (online residual {r1:.2g} ε), p = 2, debiased, multiscale `cluster_scale={args.cluster_scale}`; "
+        f"target ε (online residual {r1:.2g} ε), p = 2, debiased, multiscale "
+        f"{'kd-tree clusters (the default)' if args.cluster_scale is None else f'`cluster_scale={args.cluster_scale}`'}; "
         "x uniform in the unit cube, y normal (0.5, 0.15²); "
         f"{args.threads} threads. Time: one solve, forward + gradient in x.",
         "",

@@ -312,8 +312,10 @@ def pair_slices(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torc
         presorted: the pairs are already sorted by row, then column (skips a sort).
     """
     if not presorted:
-        order = torch.argsort(rows * max(ranges_cols.shape[0], 1) + cols)  # by row cluster, then column
-        rows, cols = rows[order], cols[order]
+        keys = rows * max(ranges_cols.shape[0], 1) + cols  # by row cluster, then column
+        if keys.numel() > 1 and not bool((keys[1:] > keys[:-1]).all()):  # a sort costs more than the check
+            order = torch.argsort(keys)
+            rows, cols = rows[order], cols[order]
     red = ranges_cols[cols]
     if merge and red.shape[0] > 1:
         # a column range that starts where the previous one of the same row cluster ends extends it

@@ -38,7 +38,7 @@ from .kdtree import kd_paths, leaf_depth
 #: the coarsest level has at most this many clusters per batch item (and per cloud)
 COARSEST = 1000
 #: the default largest leaf of the kd-tree levels (measured: benchmarks/ot.py --multiscale)
-LEAF_SIZE = 32
+LEAF_SIZE = 64
 #: a new level must have at most this fraction of the clusters of the level below it
 MIN_REDUCTION = 0.6
 

@@ -3,8 +3,9 @@
 ALGORITHMS.md section 4; Schmitzer 2019 ("Stabilized sparse scaling algorithms for entropy
 regularized transport problems"); Feydy's thesis, section 3.3 (algorithms 3.5-3.6).
 
-Both clouds are encoded as trees of grid clusters (:mod:`lazygeom.ot.hierarchy`): levels of
-centroids with grid sides s_0 > s_1 > ... and the points themselves (s = 0). The annealed loop of
+Both clouds are encoded as trees of clusters (:mod:`lazygeom.ot.hierarchy`: kd-tree nodes by
+default, or grid cells): levels of centroids with typical sides s_0 > s_1 > ... and the points
+themselves (s = 0). The annealed loop of
 :mod:`lazygeom.ot.sinkhorn` runs unchanged; before each update at temperature ε = σ^p it asks
 :class:`Multiscale` (its ``refine`` hook) whether to move to a finer level: the level used at
 blur σ is the coarsest one whose cells are no larger than about σ (a cloud blurred at σ does not
@@ -161,7 +162,7 @@ class Multiscale:
     # --- levels ---------------------------------------------------------------------------------
 
     def level_for(self, eps: float) -> int:
-        """The coarsest level whose grid side is at most LEVEL_RATIO x the blur σ = ε^(1/p); the points at the target ε.
+        """The coarsest level whose cluster side is at most LEVEL_RATIO x the blur σ = ε^(1/p); the points at the target ε.
 
         The updates at the target temperature run on the points, so that more iterations there
         (``extra_iterations``) converge to the fine problem's solution, not to the clusters'.
@@ -319,14 +320,15 @@ class Multiscale:
         return new_f, new_g, f_aa, g_bb
 
     def _block_max(self, maps: NodeMaps, pairs: Pairs, row_groups: torch.Tensor, col_groups: torch.Tensor,
-                   col_children: torch.Tensor, pts: torch.Tensor, pot: torch.Tensor,
-                   lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For every child pair (I, J) of ``pairs``: a bound on max over i in I, j in J of f̂(x_i) + h_j − C(x_i, y_j).
+                   col_children: torch.Tensor, pts: torch.Tensor, pot: torch.Tensor, lam: float,
+                   thr: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The child pairs (I, J) of ``pairs`` whose bound on max over i in I, j in J of f̂(x_i) + h_j − C(x_i, y_j)
+        is not below ``thr``, and the number of child pairs.
 
         One per-range max-reduction (:func:`lazygeom.ot.truncation.child_blocks`): rows are the row
         nodes I (the node's f̂, T, extents), and each row lists the points j under each candidate
         partner J, with their current potentials h (module docstring of
-        :mod:`lazygeom.ot.truncation` for the margin). Returns ``(I, J, bound)``.
+        :mod:`lazygeom.ot.truncation` for the margin). Returns ``(I, J, n_candidates)``.
         """
         ranges, J = child_blocks(pairs, row_groups, col_groups, col_children)
         X = maps.points
@@ -337,7 +339,7 @@ class Multiscale:
         else:
             F = F + 2 * lazy_i(maps.radius[:, None])
         bound = F.max(dim=1, ranges=ranges, per_range=True, backend=self.engine_backend)[:, 0]
-        return (*block_pairs(ranges, J, X.shape[0]), bound)
+        return (*block_pairs(ranges, J, X.shape[0], ~(bound < thr)), bound.numel())  # NaN: kept
 
     def _retruncate(self, pots: Potentials, eps: float, lam: float) -> None:
         """Choose the block pairs of the current level again, from its current potentials, at ε.
@@ -370,14 +372,13 @@ class Multiscale:
 
             mP = maps(Pn, gr, Qn, gc, Qp, v, (I0, J0))
             mQ = mP if pair[0] == pair[1] else maps(Qn, gc, Pn, gr, Pp, u, (J0, I0))
-            i1, j1, rows_bound = self._block_max(mP, (I0, J0), gr, gc, Qn.children, Qp.points.detach(), v, lam)
-            j2, i2, cols_bound = self._block_max(mQ, (J0, I0), gc, gr, Pn.children, Pp.points.detach(), u, lam)
-            keep1, keep2 = ~(rows_bound < thr), ~(cols_bound < thr)  # NaN: kept
-            rows = torch.cat((i1[keep1], i2[keep2], torch.arange(Pn.size), mQ.best))
-            cols = torch.cat((j1[keep1], j2[keep2], mP.best, torch.arange(Qn.size)))
+            i1, j1, n = self._block_max(mP, (I0, J0), gr, gc, Qn.children, Qp.points.detach(), v, lam, thr)
+            j2, i2, _ = self._block_max(mQ, (J0, I0), gc, gr, Pn.children, Pp.points.detach(), u, lam, thr)
+            rows = torch.cat((i1, i2, torch.arange(Pn.size), mQ.best))
+            cols = torch.cat((j1, j2, mP.best, torch.arange(Qn.size)))
             self.kept[pair] = unique_pairs(rows, cols, Qn.size)
             self._op = None
-            before, after = before + i1.numel(), after + self.kept[pair][0].numel()
+            before, after = before + n, after + self.kept[pair][0].numel()
         self.truncated_at = eps
         self._say(f"multiscale: truncation at level {k - 1} (eps {eps:.4g}): kept {after} of {before} node pairs")
         self._report_pairs()

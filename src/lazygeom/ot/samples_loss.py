@@ -73,7 +73,7 @@ class SamplesLoss(torch.nn.Module):
             dense tensors by the tensorized backend; see :mod:`lazygeom.ot.costs`).
         kernel: a callable ``k(x_i, y_j)`` for the kernel losses (same convention).
         cluster_scale: multiscale backend: the grid side of the finest cluster level; None
-            (default): balanced kd-tree clusters of at most 32 points per leaf, which follow each
+            (default): balanced kd-tree clusters of at most 64 points per leaf, which follow each
             cloud's density (:mod:`lazygeom.ot.kdtree`).
         debias: the debiased divergence (True) or raw entropic OT (False), for "sinkhorn".
         potentials: return the dual potentials ``(F, G)``, shaped like the weights, instead of
@@ -84,7 +84,7 @@ class SamplesLoss(torch.nn.Module):
             B·N·M; else, for sinkhorn with a built-in cost in D <= 3 and at least
             ``MULTISCALE_MIN_POINTS`` points per cloud, multiscale; else online), "tensorized"
             (dense torch), "online" (LazyTensor reductions, memory O(N + M)) or "multiscale"
-            (block-sparse reductions on coarse-to-fine grid clusters, :mod:`lazygeom.ot.multiscale`;
+            (block-sparse reductions on coarse-to-fine clusters, :mod:`lazygeom.ot.multiscale`;
             sinkhorn only).
 
     Shapes:

@@ -165,7 +165,7 @@ def choose_backend(backend: str, B: int, N: int, M: int, D: Optional[int] = None
     Returns:
         The solver's name. "auto" gives "tensorized" when B·N·M <= TENSORIZED_MAX_ENTRIES, else
         "multiscale" when allowed, D <= MULTISCALE_MAX_DIM and min(N, M) >= MULTISCALE_MIN_POINTS
-        (grid clusters pay off in low dimension, for large clouds), else "online".
+        (cluster hierarchies pay off in low dimension, for large clouds), else "online".
 
     Raises:
         ValueError: an unknown name, or "multiscale" where it cannot be used.

@@ -124,7 +124,7 @@ def sinkhorn(
         cost: a custom cost callable ``cost(x_i, y_j)`` (see :mod:`lazygeom.ot.costs`).
         debias: also compute the potentials f_aa, g_bb of OT(α, α) and OT(β, β).
         backend: "auto", "tensorized" (dense torch), "online" (LazyTensor reductions) or
-            "multiscale" (block-sparse reductions on a coarse-to-fine hierarchy of grid clusters,
+            "multiscale" (block-sparse reductions on a coarse-to-fine hierarchy of clusters,
             for the built-in costs: :mod:`lazygeom.ot.multiscale`). "auto" picks tensorized for
             small problems, multiscale for large ones in D <= 3, else online
             (:func:`lazygeom.ot.softmin.choose_backend`).
@@ -136,7 +136,7 @@ def sinkhorn(
         truncate: multiscale: drop the cluster pairs whose kernel values are all below
             exp(−truncate) times the largest (larger: more accurate and slower; None: keep all).
         cluster_scale: multiscale: the grid side of the finest cluster level; None (default):
-            balanced kd-tree clusters of each cloud, at most 32 points per leaf, which follow
+            balanced kd-tree clusters of each cloud, at most 64 points per leaf, which follow
             the clouds' density (:mod:`lazygeom.ot.kdtree`).
         labels: multiscale: integer cluster labels ``(lab_x, lab_y)``, shaped like the weights,
             for the finest cluster level instead of the grid at ``cluster_scale``.

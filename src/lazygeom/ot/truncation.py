@@ -36,7 +36,6 @@ from typing import Iterator, Optional
 
 import torch
 
-from ..backends.base import per_range_index
 from ._lazy import lazy_i, lazy_j
 from .costs import GroundCost
 
@@ -124,10 +123,18 @@ def child_blocks(parent_pairs: tuple[torch.Tensor, torch.Tensor], row_groups: to
     return ranges, J
 
 
-def block_pairs(ranges: tuple, J: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(row, column node)`` of every result of a per-range reduction over :func:`child_blocks`."""
-    rows, entry = per_range_index(ranges[0], ranges[1], n_rows)
-    return rows, J[entry]
+def block_pairs(ranges: tuple, J: torch.Tensor, n_rows: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(row, column node)`` of the results ``keep`` (a mask) of a per-range reduction over
+    :func:`child_blocks`: its rows are grouped by parent, row after row, in order."""
+    row_groups, slices = ranges[0], ranges[1]
+    counts_g = torch.diff(slices, prepend=slices.new_zeros(1))
+    parent = torch.repeat_interleave(torch.arange(row_groups.shape[0]), row_groups[:, 1] - row_groups[:, 0])
+    counts = counts_g[parent]  # results per row (the rows are exactly the groups' children, in order)
+    offsets = torch.cumsum(counts, 0) - counts
+    o = keep.nonzero()[:, 0]
+    rows = torch.searchsorted(offsets, o, right=True) - 1
+    start = (slices - counts_g)[parent]
+    return rows, J[start[rows] + o - offsets[rows]]
 
 
 def select_pairs(P: NodeMaps, Q: NodeMaps, parent_pairs: tuple[torch.Tensor, torch.Tensor], row_groups: torch.Tensor,
@@ -164,11 +171,10 @@ def select_pairs(P: NodeMaps, Q: NodeMaps, parent_pairs: tuple[torch.Tensor, tor
         e = e + 2 * (lazy_i(P.radius[:, None]) + lazy_j(Q.radius[:, None]))
     with torch.no_grad():
         bound = e.max(dim=1, ranges=ranges, per_range=True, backend=backend)[:, 0]
-    i, j = block_pairs(ranges, J, nP)
-    keep = ~(bound < -truncate * eps)  # NaN (a node that sees no mass): kept
-    rows = torch.cat((i[keep], torch.arange(nP), Q.best))
-    cols = torch.cat((j[keep], P.best, torch.arange(nQ)))
-    return (*unique_pairs(rows, cols, nQ), i.numel())
+    i, j = block_pairs(ranges, J, nP, ~(bound < -truncate * eps))  # NaN (a node that sees no mass): kept
+    rows = torch.cat((i, torch.arange(nP), Q.best))
+    cols = torch.cat((j, P.best, torch.arange(nQ)))
+    return (*unique_pairs(rows, cols, nQ), bound.numel())
 
 
 def unique_pairs(rows: torch.Tensor, cols: torch.Tensor, n_cols: int) -> tuple[torch.Tensor, torch.Tensor]:
