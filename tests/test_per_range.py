@@ -130,3 +130,12 @@ def test_errors(rng):
     xg = x.clone().requires_grad_()
     with pytest.raises(NotImplementedError, match="no gradient"):
         Vi(xg).sqdist(Vj(y)).sum(dim=1, ranges=ranges, per_range=True)
+
+
+def test_no_cluster_gives_no_result(backend, rng):
+    x, y = torch.rand(5, 2, generator=rng, dtype=torch.float64), torch.rand(4, 2, generator=rng, dtype=torch.float64)
+    e = torch.zeros(0, 2, dtype=torch.int64)
+    ranges = (e, torch.zeros(0, dtype=torch.int64), e, torch.tensor([[0, 4]]), torch.zeros(1, dtype=torch.int64), e)
+    with torch.no_grad():
+        out = Vi(x).sqdist(Vj(y)).max(dim=1, ranges=ranges, per_range=True, backend=backend)
+    assert out.shape == (0, 1)
