@@ -68,7 +68,7 @@ def row_clusters(ranges_i: torch.Tensor, ni: int) -> torch.Tensor:
     return out
 
 
-def _row_lists(ranges_i: torch.Tensor, slices_i: torch.Tensor, ni: int) -> tuple[torch.Tensor, torch.Tensor]:
+def row_range_lists(ranges_i: torch.Tensor, slices_i: torch.Tensor, ni: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(start, count)`` per row: where its cluster's list of j-ranges starts, and its length."""
     slices = slices_i.to(torch.int64)
     ends = torch.cat((slices, slices.new_zeros(1)))  # cluster -1 (none): an empty list
@@ -80,7 +80,7 @@ def _row_lists(ranges_i: torch.Tensor, slices_i: torch.Tensor, ni: int) -> tuple
 def per_range_index(ranges_i: torch.Tensor, slices_i: torch.Tensor, ni: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For each result of a per-range reduction, in order: its row, and its range's index in
     ``redranges_j`` (see :class:`Call`)."""
-    start, counts = _row_lists(ranges_i, slices_i, ni)
+    start, counts = row_range_lists(ranges_i, slices_i, ni)
     rows = torch.repeat_interleave(torch.arange(ni, device=counts.device), counts)
     k = torch.arange(rows.numel(), device=counts.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
     return rows, start[rows] + k
@@ -88,7 +88,7 @@ def per_range_index(ranges_i: torch.Tensor, slices_i: torch.Tensor, ni: int) -> 
 
 def range_offsets(call: Call) -> tuple[torch.Tensor, int]:
     """``(offsets, total)``: where each row's per-range results start, and how many there are."""
-    _, counts = _row_lists(call.ranges[0], call.ranges[1], call.ni)
+    _, counts = row_range_lists(call.ranges[0], call.ranges[1], call.ni)
     return torch.cumsum(counts, 0) - counts, int(counts.sum())
 
 

@@ -33,7 +33,7 @@ from typing import Optional
 
 import torch
 
-from .kdtree import kd_paths, leaf_depth
+from .kdtree import bounding_boxes, kd_paths, leaf_depth
 
 #: the coarsest level has at most this many clusters per batch item (and per cloud)
 COARSEST = 1000
@@ -178,10 +178,8 @@ def _kd_depths(n: int, leaf_size: int) -> list[int]:
 
 def _node_side(points: torch.Tensor, weights: torch.Tensor, lab: torch.Tensor) -> float:
     """The mass-weighted mean over clusters of the longest side of their bounding boxes."""
-    n, D = int(lab.max()) + 1, points.shape[1]
-    index = lab[:, None].expand_as(points)
-    lo = torch.full((n, D), math.inf, dtype=points.dtype).scatter_reduce(0, index, points, "amin")
-    hi = torch.full((n, D), -math.inf, dtype=points.dtype).scatter_reduce(0, index, points, "amax")
+    n = int(lab.max()) + 1
+    lo, hi = bounding_boxes(points, lab, n)
     side = (hi - lo).amax(dim=1)
     mass = torch.zeros(n, dtype=weights.dtype).index_add_(0, lab, weights)
     if not float(mass.sum()) > 0:

@@ -25,6 +25,15 @@ def leaf_depth(n_points: int, leaf_size: int) -> int:
     return math.ceil(math.log2(n_points / leaf_size))
 
 
+def bounding_boxes(points: torch.Tensor, node: torch.Tensor, n_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lo, hi)``, each ``(n_nodes, D)``: the per-axis extremes of the points of every node."""
+    index = node[:, None].expand_as(points)
+    shape = (n_nodes, points.shape[1])
+    lo = torch.full(shape, math.inf, dtype=points.dtype, device=points.device).scatter_reduce(0, index, points, "amin")
+    hi = torch.full(shape, -math.inf, dtype=points.dtype, device=points.device).scatter_reduce(0, index, points, "amax")
+    return lo, hi
+
+
 def kd_paths(points: torch.Tensor, batch: torch.Tensor, depth: int) -> torch.Tensor:
     """Each point's node after ``depth`` median splits, as a path integer in ``[0, 2^depth)``.
 
@@ -41,7 +50,7 @@ def kd_paths(points: torch.Tensor, batch: torch.Tensor, depth: int) -> torch.Ten
     Returns:
         ``(n,)`` int64 paths.
     """
-    n, D = points.shape
+    n = points.shape[0]
     order = torch.arange(n, device=points.device)
     path = torch.zeros(n, dtype=torch.int64, device=points.device)
     for _ in range(depth):
@@ -49,9 +58,7 @@ def kd_paths(points: torch.Tensor, batch: torch.Tensor, depth: int) -> torch.Ten
         # nodes are runs of equal (batch, path) in the current order
         key = b * (1 << depth) + path
         _, inv, counts = torch.unique_consecutive(key, return_inverse=True, return_counts=True)
-        index = inv[:, None].expand(n, D)
-        lo = torch.full((counts.numel(), D), math.inf, dtype=pts.dtype).scatter_reduce(0, index, pts, "amin")
-        hi = torch.full((counts.numel(), D), -math.inf, dtype=pts.dtype).scatter_reduce(0, index, pts, "amax")
+        lo, hi = bounding_boxes(pts, inv, counts.numel())
         axis = (hi - lo).argmax(dim=1)
         value = pts.gather(1, axis[inv][:, None])[:, 0]
         # sort by (node, coordinate along the node's axis); stable, so ties keep the input order
@@ -67,4 +74,4 @@ def kd_paths(points: torch.Tensor, batch: torch.Tensor, depth: int) -> torch.Ten
     return out
 
 
-__all__ = ["kd_paths", "leaf_depth"]
+__all__ = ["bounding_boxes", "kd_paths", "leaf_depth"]

@@ -60,11 +60,11 @@ Pairs = tuple[torch.Tensor, torch.Tensor]
 
 
 def _forward_ranges(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                    merge: bool = True, presorted: bool = False) -> tuple:
+                    merge: bool = True) -> tuple:
     """Block-sparse ranges for a reduction over j run *without autograd*: the transposed half,
     which only reductions over i (and gradients) read, is left empty. The solver's own
     soft-min operators, which are differentiated, use :func:`lazygeom.cluster.from_pairs`."""
-    slices, red = pair_slices(ranges_rows, ranges_cols, rows, cols, merge, presorted)
+    slices, red = pair_slices(ranges_rows, ranges_cols, rows, cols, merge)
     return (ranges_rows, slices, red, ranges_cols, torch.zeros(ranges_cols.shape[0], dtype=torch.int64),
             torch.zeros(0, 2, dtype=torch.int64))
 

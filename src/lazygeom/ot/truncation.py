@@ -36,6 +36,7 @@ from typing import Iterator, Optional
 
 import torch
 
+from ..backends.base import row_range_lists
 from ._lazy import lazy_i, lazy_j
 from .costs import GroundCost
 
@@ -125,15 +126,11 @@ def child_blocks(parent_pairs: tuple[torch.Tensor, torch.Tensor], row_groups: to
 
 def block_pairs(ranges: tuple, J: torch.Tensor, n_rows: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``(row, column node)`` of the results ``keep`` (a mask) of a per-range reduction over
-    :func:`child_blocks`: its rows are grouped by parent, row after row, in order."""
-    row_groups, slices = ranges[0], ranges[1]
-    counts_g = torch.diff(slices, prepend=slices.new_zeros(1))
-    parent = torch.repeat_interleave(torch.arange(row_groups.shape[0]), row_groups[:, 1] - row_groups[:, 0])
-    counts = counts_g[parent]  # results per row (the rows are exactly the groups' children, in order)
+    :func:`child_blocks` (the per-row lists of :func:`lazygeom.backends.base.row_range_lists`)."""
+    start, counts = row_range_lists(ranges[0], ranges[1], n_rows)
     offsets = torch.cumsum(counts, 0) - counts
     o = keep.nonzero()[:, 0]
-    rows = torch.searchsorted(offsets, o, right=True) - 1
-    start = (slices - counts_g)[parent]
+    rows = torch.searchsorted(offsets, o, right=True) - 1  # right: rows without results share offsets
     return rows, J[start[rows] + o - offsets[rows]]
 
 
