@@ -57,6 +57,33 @@ def test_exp_log_special_values(tmp_path):
     assert lg[0] == inf and torch.isnan(lg[1]) and torch.isnan(lg[2]) and lg[3] == -inf and torch.isnan(lg[4])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_logsumexp_far_below_the_maximum_and_special_scores(tmp_path, dtype):
+    """LogSumExp's second pass sums exp(F - max) <= 1 with a cheaper exp (no upper clamp, no
+    flush to 0 below the smallest normal number): scores far below the row's maximum, -inf scores,
+    rows of -inf and nan rows still give torch's values."""
+    inf, nan = float("inf"), float("nan")
+    g = torch.Generator().manual_seed(3)
+    b = torch.cat([torch.tensor([-inf, -1000.0, -90.0, -1e30, 0.0, -87.5, -745.0]),
+                   torch.randn(600, generator=g, dtype=torch.float64) * 30]).to(dtype)
+    a = torch.tensor([0.0, 5.0, -200.0, -inf, nan, 1e3], dtype=dtype)
+    v = torch.randn(b.shape[0], 2, generator=g, dtype=dtype)
+    with lazygeom.config(cache_dir=str(tmp_path)):
+        F = Vi(a[:, None]) + Vj(b[:, None])
+        lse = F.logsumexp(dim=1, backend="cpu")[:, 0]
+        ssmw = F.sumsoftmaxweight(Vj(v), dim=1, backend="cpu")
+    S = a[:, None].double() + b[None].double()
+    ref = torch.logsumexp(S, dim=1)
+    ref_w = torch.softmax(S, dim=1) @ v.double()
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    fin = torch.isfinite(ref)
+    assert ((lse.double() - ref).abs() / ref.abs().clamp(min=1))[fin].max() <= tol
+    assert lse[3] == -inf and torch.isnan(lse[4])
+    ok = torch.isfinite(ref_w).all(1)
+    assert ((ssmw.double() - ref_w).abs().max(1).values / ref_w.abs().max(1).values)[ok].max() <= 10 * tol
+    assert torch.isnan(ssmw[4]).all()
+
+
 def _gauss(x, y, b):
     return ((-Vi(x).sqdist(Vj(y))).exp() * Vj(b)).sum(dim=1, backend="cpu")
 

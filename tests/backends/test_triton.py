@@ -61,6 +61,19 @@ def test_reductions_match_reference(kind, dtype, rng):
             assert_same(ours, ref, dtype)
 
 
+def test_logsumexp_special_scores(rng):
+    """-inf scores, rows of -inf, nan rows and scores far below the maximum: the reference's values."""
+    inf, nan = float("inf"), float("nan")
+    b = torch.cat([torch.tensor([-inf, -1000.0, -90.0, 0.0, -745.0]), torch.randn(40, generator=rng) * 30])
+    a = torch.tensor([0.0, 5.0, -200.0, -inf, nan, 1e3])
+    F = Vi(a[:, None]) + Vj(b[:, None])
+    ours = F.logsumexp(dim=1, backend="triton")[:, 0]
+    ref = F.logsumexp(dim=1, backend="reference")[:, 0]
+    assert torch.equal(torch.isnan(ours), torch.isnan(ref)) and torch.isnan(ref[4]) and ours[3] == -inf
+    fin = torch.isfinite(ref)
+    assert ((ours - ref).abs() / ref.abs().clamp(min=1))[fin].max() <= 1e-6
+
+
 def test_ties_keep_the_first_index(rng):
     """Integer data: many exact ties, within and across tiles; first index wins everywhere."""
     x = torch.randint(0, 3, (29, 1), generator=rng).double()

@@ -107,6 +107,27 @@ def test_structural_rules():
     assert make("ifelse", const(-1, 3), s, t) is node("bcast", t, attrs=(3,))
 
 
+def test_exact_power_of_two_rewrites():
+    """Rules that move powers of two and negations next to j-free factors: exact in floating point,
+    and they take work out of the j loop (the factor is computed once per row)."""
+    q = var(5, CAT_P, 1)
+    assert make("div", t, const(2)) is make("mul", const(0.5), t)
+    assert make("div", t, const(3)).op == "div"  # 1/3 is not exact: left alone
+    assert make("div", t, const(2.0 ** -200)).op == "div"  # 2^200 overflows float32
+    sq = make("sum", make("square", make("sub", x, y)))
+    # |x - y|^2 / 2 * q: the 1/2 joins the parameter
+    assert make("mul", make("div", sq, const(2)), q) is make("mul", sq, make("mul", const(0.5), q))
+    assert make("mul", const(2), make("mul", t, q)) is make("mul", t, make("mul", const(2), q))
+    assert make("mul", make("neg", t), q) is make("mul", t, make("neg", q))
+    assert make("mul", make("neg", t), s).args[1] is make("neg", s)  # an i-variable is j-free too
+    assert make("mul", make("neg", s), q) is node("mul", make("neg", s), q)  # nothing j-dependent to spare
+    # bcast(t q) = bcast(t) q, so that 2 bcast(t (q / 2)) is bcast(t) q
+    b = make("bcast", make("mul", t, make("mul", const(0.5), q)), attrs=(3,))
+    assert make("mul", const(2), b) is make("mul", make("bcast", t, attrs=(3,)), q)
+    # a j-dependent factor stays where it is
+    assert make("mul", make("mul", const(0.5), t), y) is node("mul", node("mul", const(0.5), t), y)
+
+
 # --- constant folding --------------------------------------------------------------------------
 
 
@@ -220,7 +241,7 @@ def trees(draw, depth=3):
     a = draw(sub)
     kind = draw(st.sampled_from(
         ["unary", "unary", "binary", "binary", "self", "logexp", "explog", "logpos", "pow", "powneg",
-         "div", "sum", "bcast", "extract", "pad", "dot", "ifelse", "minmax", "scale", "scale", "scale2", "shift"]))
+         "div", "div2", "sum", "bcast", "extract", "pad", "dot", "ifelse", "minmax", "scale", "scale", "scale2", "shift"]))
     one_plus_sq = lambda u: _pair("add", (const(1), const(1)), _pair("square", u))  # noqa: E731  (>= 1)
     if kind == "unary":
         return _pair(draw(st.sampled_from(["neg", "sin", "tanh", "square", "exp"])), a)
@@ -246,6 +267,9 @@ def trees(draw, depth=3):
         return _pair("pow", _pair("add", (const(2), const(2)), _pair("sin", a)), attrs=(draw(st.integers(-2, -1)),))
     if kind == "div":
         return _pair("div", a, one_plus_sq(draw(sub)))
+    if kind == "div2":  # by a power of two: a product
+        c = const(draw(st.sampled_from((2, 0.5, -4))))
+        return _pair("div", a, (c, c))
     if kind == "sum":
         return _pair("sum", a)
     if kind == "bcast":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-from .node import Node, const, is_const, node
+from .node import CAT_J, Node, const, is_const, node, walk_many
 from .registry import broadcast_dims
 
 Rule = Callable[[tuple, tuple], Optional[Node]]
@@ -110,7 +110,42 @@ def _mul_rules(args, attrs):
 
         if a.dim == 1 and b.args[0].dim == 1:
             return mul(const(_cval(a) * _cval(b.args[0]), 1), b.args[1])
+    # (2^k x) y == x (2^k y) exactly: when y does not depend on j, the product 2^k y is computed
+    # once per row instead of once per pair (e.g. |x - y|^2 / 2 * (1 / eps))
+    for u, v in ((a, b), (b, a)):
+        if u.op == "mul" and _power_of_two(u.args[0]) and not is_const(v) and not is_const(u.args[1]) \
+                and _j_free(v) and not _j_free(u.args[1]):
+            from .algebra import mul
+
+            return mul(u.args[1], mul(u.args[0], v))
+    # (-x) y == x (-y): the negation of a j-free y is computed once per row
+    for u, v in ((a, b), (b, a)):
+        if u.op == "neg" and not is_const(v) and _j_free(v) and not _j_free(u.args[0]):
+            from .algebra import mul, neg
+
+            return mul(u.args[0], neg(v))
+    # 2^k (x y) == x (2^k y) likewise (a gradient's 2 (x (0.5 / eps)) becomes x (1 / eps))
+    if _power_of_two(a) and b.op == "mul":
+        for x, y in (b.args, b.args[::-1]):
+            if not is_const(y) and _j_free(y) and not _j_free(x):
+                from .algebra import mul
+
+                return mul(x, mul(a, y))
     return None
+
+
+def _j_free(n: Node) -> bool:
+    """Whether the formula ``n`` reads no j-variable (its value is the same for every j)."""
+    return not any(m.op == "var" and m.attrs[1] == CAT_J for m in walk_many([n]))
+
+
+def _power_of_two(n: Node) -> bool:
+    """A scalar constant ±2^k whose inverse is a normal float32 number too."""
+    if not (is_const(n) and n.dim == 1):
+        return False
+    c = _cval(n)
+    return isinstance(c, (int, float)) and c != 0 and math.isfinite(c) and abs(math.frexp(c)[0]) == 0.5 \
+        and -126 <= math.frexp(c)[1] - 1 <= 127
 
 
 def _div_rules(args, attrs):
@@ -118,6 +153,12 @@ def _div_rules(args, attrs):
     d = broadcast_dims((a.dim, b.dim))
     if is_const(b, 1):
         return _widen(a, d)
+    if _power_of_two(b) and not is_const(a):
+        # x / 2^k == 2^-k * x exactly; as a product the constant folds with its neighbours
+        # (a gradient's (g / 2) * 2 disappears) and costs a multiply instead of a division
+        from .algebra import mul
+
+        return mul(const(1.0 / _cval(b), 1), a)
     if is_const(a, 0) and not is_const(b, 0):
         return const(0, d)
     return None
@@ -181,6 +222,14 @@ def _bcast_rules(args, attrs):
         return a
     if is_const(a):
         return const(_cval(a), d)
+    if a.op == "mul":
+        # bcast(x y) == bcast(x) y for a constant or j-free y: the factor moves out, where it can
+        # fold with others (the gradient of a sum of squares: 2 bcast(g (0.5 / eps)))
+        for x, y in (a.args, a.args[::-1]):
+            if _j_free(y) and not _j_free(x):
+                from .algebra import bcast, mul
+
+                return mul(y, bcast(x, d)) if is_const(y) else mul(bcast(x, d), y)
     if a.dim != 1:
         raise ValueError(f"bcast: only dimension 1 broadcasts, got dimension {a.dim} -> {d}")
     return None

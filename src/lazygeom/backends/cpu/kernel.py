@@ -48,7 +48,9 @@ def _lse_parts(red: Reduction, f, w, E):
 
     Pass 1 stores the (masked) scores of the tile in a small buffer and finds their maximum; the
     row's running maximum M moves up to it (rescaling the double-precision sums once per tile);
-    pass 2 adds exp(F - M) <= 1, so nothing overflows, and rows of -inf scores stay exact.
+    pass 2 adds exp(F - M) <= 1 (``v_exp_nonpos``), so nothing overflows, and rows of -inf scores
+    stay exact. The maximum skips nan: a nan score reaches the sums through pass 2, or, in a tile
+    whose scores are all -inf or nan, through the flag that the final write turns into nan.
     """
     G = len(f)  # maximum groups: 1 (scalar F) or E
     ssmw = red.kind == "ssmw"
@@ -63,7 +65,7 @@ def _lse_parts(red: Reduction, f, w, E):
     else:
         for e in range(E):
             qs[group(e)].append(f"s{e}")
-    init = [f"double M{g} = -LG_INF;" for g in range(G)]
+    init = [f"double M{g} = -LG_INF; bool nan{g} = false;" for g in range(G)]
     init += [f"double S_{q} = 0;" for g in range(G) for q in qs[g]]
     init += [f"vec bF{g}[{TILE_LSE} / W];" for g in range(G)]
     weighted = ssmw or w is not None
@@ -86,7 +88,7 @@ def _lse_parts(red: Reduction, f, w, E):
                 f"const bool live{g} = M{g} > -LG_INF;"]
     pass2 = []
     for g in range(G):
-        body = [f"const vec P = v_exp(bF{g}[(j - j0) / W] - Mv{g});"]
+        body = [f"const vec P = v_exp_nonpos(bF{g}[(j - j0) / W] - Mv{g});"]
         if ssmw:
             body.append(f"s{g} += P;")
         for e in range(E):
@@ -98,12 +100,15 @@ def _lse_parts(red: Reduction, f, w, E):
                 body.append(f"s{e} += P * bV{e}[(j - j0) / W];")
             else:
                 body.append(f"s{e} += P;")
-        pass2.append(f"if (live{g}) {{ {' '.join(body)} }}")
+        # a tile with no score above -inf may still hold nan, which pass 1's max skips
+        pass2.append(f"if (live{g}) {{ {' '.join(body)} }} else {{ const vec F = bF{g}[(j - j0) / W]; "
+                     f"for (int l = 0; l < W; ++l) nan{g} |= F[l] != F[l]; }}")
     flush = [f"S_{q} += hsum({q});" for g in range(G) for q in qs[g]]
     if ssmw:
         final = [f"out[orow * {E} + {e}] = (scalar)(S_t{e} / S_s{group(e)});" for e in range(E)]
     else:
-        final = [f"out[orow * {E} + {e}] = (scalar)(M{group(e)} + std::log(S_s{e}));" for e in range(E)]
+        final = [f"out[orow * {E} + {e}] = nan{group(e)} ? (scalar)NAN : (scalar)(M{group(e)} + std::log(S_s{e}));"
+                 for e in range(E)]
     return _parts(init=init, tile_init=tile_init, update=update, mid=mid, pass2=pass2, flush=flush, final=final)
 
 
