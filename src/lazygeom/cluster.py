@@ -33,6 +33,8 @@ import functools
 import numpy as np
 import torch
 
+from .backends.cpu import pairs as native
+
 __all__ = [
     "check_ranges", "cluster_centroids", "cluster_ranges", "cluster_ranges_centroids", "dense_mask",
     "from_matrix", "from_pairs", "grid_cluster", "sort_clusters", "swap_axes",
@@ -312,10 +314,17 @@ def pair_slices(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torc
         presorted: the pairs are already sorted by row, then column (skips a sort).
     """
     if not presorted:
-        keys = rows * max(ranges_cols.shape[0], 1) + cols  # by row cluster, then column
-        if keys.numel() > 1 and not bool((keys[1:] > keys[:-1]).all()):  # a sort costs more than the check
-            order = torch.argsort(keys)
-            rows, cols = rows[order], cols[order]
+        done = native.sort_pairs(rows, cols, ranges_rows.shape[0], unique=False)
+        if done is not None:
+            rows, cols = done
+        else:
+            keys = rows * max(ranges_cols.shape[0], 1) + cols  # by row cluster, then column
+            if keys.numel() > 1 and not bool((keys[1:] > keys[:-1]).all()):  # a sort costs more than the check
+                order = torch.argsort(keys)
+                rows, cols = rows[order], cols[order]
+    done = native.pair_slices(ranges_rows, ranges_cols, rows, cols, merge)
+    if done is not None:
+        return done
     red = ranges_cols[cols]
     if merge and red.shape[0] > 1:
         # a column range that starts where the previous one of the same row cluster ends extends it

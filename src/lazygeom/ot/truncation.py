@@ -37,6 +37,7 @@ from typing import Iterator, Optional
 import torch
 
 from ..backends.base import row_range_lists
+from ..backends.cpu import pairs as native
 from ._lazy import lazy_i, lazy_j
 from .costs import GroundCost
 
@@ -129,6 +130,9 @@ def block_pairs(ranges: tuple, J: torch.Tensor, n_rows: int, keep: torch.Tensor)
     :func:`child_blocks` (the per-row lists of :func:`lazygeom.backends.base.row_range_lists`)."""
     start, counts = row_range_lists(ranges[0], ranges[1], n_rows)
     offsets = torch.cumsum(counts, 0) - counts
+    done = native.kept_results(start, counts, offsets, J, keep)
+    if done is not None:
+        return done
     o = keep.nonzero()[:, 0]
     rows = torch.searchsorted(offsets, o, right=True) - 1  # right: rows without results share offsets
     return rows, J[start[rows] + o - offsets[rows]]
@@ -176,6 +180,9 @@ def select_pairs(P: NodeMaps, Q: NodeMaps, parent_pairs: tuple[torch.Tensor, tor
 
 def unique_pairs(rows: torch.Tensor, cols: torch.Tensor, n_cols: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct pairs, sorted by row then column."""
+    done = native.sort_pairs(rows, cols, int(rows.max()) + 1 if rows.numel() else 1, unique=True)
+    if done is not None:
+        return done
     keys = torch.unique(rows * max(n_cols, 1) + cols)
     return keys // max(n_cols, 1), keys % max(n_cols, 1)
 

@@ -1,0 +1,100 @@
+"""Compiled bookkeeping of cluster-pair lists (``pairs.cpp``): sorting, range merging, decoding.
+
+:mod:`lazygeom.cluster` and :mod:`lazygeom.ot.truncation` call these on CPU int64 tensors when a
+C++ compiler is present; each function returns None otherwise (or for other devices), and the
+caller runs its torch version, which gives the same arrays (tested).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ...settings import get_config
+from . import compiler
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+_SIGNATURES = {
+    "lg_pairs_in_order": [_I, _P, _P, ctypes.c_int],
+    "lg_sort_pairs": [_I, _P, _P, _I, ctypes.c_int, _P, _P],
+    "lg_pair_slices": [_I, _P, _P, _P, _I, ctypes.c_int, _P, _P],
+    "lg_kept_results": [_I, _P, _P, _P, _P, _P, _P, _P],
+}
+_LIBS: dict = {}
+
+
+def _lib(*tensors: torch.Tensor):
+    """The compiled library, or None (no compiler, or a tensor that is not on the CPU)."""
+    if any(t.device.type != "cpu" for t in tensors) or compiler.find_compiler() is None:
+        return None
+    cfg = get_config()
+    lib = _LIBS.get(cfg.cache_dir)
+    if lib is None:
+        source = Path(__file__).with_name("pairs.cpp").read_text()
+        lib = ctypes.CDLL(str(compiler.build(source, "float", cfg.cache_dir, cfg.verbose)))
+        for name, args in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, _I
+        _LIBS[cfg.cache_dir] = lib
+    return lib
+
+
+def _i64(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.int64).contiguous()
+
+
+def sort_pairs(rows: torch.Tensor, cols: torch.Tensor, n_rows: int,
+               unique: bool) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """The pairs sorted by row then column (repeats dropped if ``unique``); rows in
+    ``[0, n_rows)`` (not checked here). Pairs already in order come back as they are."""
+    lib = _lib(rows, cols)
+    if lib is None:
+        return None
+    rows, cols = _i64(rows), _i64(cols)
+    n = rows.numel()
+    if lib.lg_pairs_in_order(n, rows.data_ptr(), cols.data_ptr(), int(unique)):
+        return rows, cols
+    out_r, out_c = torch.empty(n, dtype=torch.int64), torch.empty(n, dtype=torch.int64)
+    m = lib.lg_sort_pairs(n, rows.data_ptr(), cols.data_ptr(), max(n_rows, 1), int(unique),
+                          out_r.data_ptr(), out_c.data_ptr())
+    return out_r[:m], out_c[:m]
+
+
+def pair_slices(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                merge: bool) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """``(slices, redranges)`` of pairs sorted by row then column (see
+    :func:`lazygeom.cluster.pair_slices`)."""
+    lib = _lib(ranges_rows, ranges_cols, rows, cols)
+    if lib is None:
+        return None
+    rows, cols, ranges_cols = _i64(rows), _i64(cols), _i64(ranges_cols)
+    n, C = rows.numel(), ranges_rows.shape[0]
+    slices = torch.empty(C, dtype=torch.int64)
+    red = torch.empty(n, 2, dtype=torch.int64)
+    m = lib.lg_pair_slices(n, rows.data_ptr(), cols.data_ptr(), ranges_cols.data_ptr(), C, int(merge),
+                           slices.data_ptr(), red.data_ptr())
+    return slices, red[:m]
+
+
+def kept_results(start: torch.Tensor, counts: torch.Tensor, offsets: torch.Tensor, J: torch.Tensor,
+                 keep: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """``(row, J)`` of the kept results of a per-range reduction (see
+    :func:`lazygeom.ot.truncation.block_pairs`): row r's results sit at ``offsets[r] + t`` and
+    name the column nodes ``J[start[r] + t]``, t < ``counts[r]``."""
+    lib = _lib(start, counts, offsets, J, keep)
+    if lib is None:
+        return None
+    start, counts, offsets, J = _i64(start), _i64(counts), _i64(offsets), _i64(J)
+    keep = keep.to(torch.uint8).contiguous()
+    n = int(keep.sum())
+    out_r, out_c = torch.empty(n, dtype=torch.int64), torch.empty(n, dtype=torch.int64)
+    m = lib.lg_kept_results(start.numel(), start.data_ptr(), counts.data_ptr(), offsets.data_ptr(), J.data_ptr(),
+                            keep.data_ptr(), out_r.data_ptr(), out_c.data_ptr())
+    return out_r[:m], out_c[:m]
+
+
+__all__ = ["kept_results", "pair_slices", "sort_pairs"]
