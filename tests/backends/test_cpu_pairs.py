@@ -86,3 +86,12 @@ def test_block_pairs_and_unique_pairs_native_equal_torch(monkeypatch):
     assert int(keep.sum()) > 0
     for a, b in zip((*ours, *ours_u), (*ref, *ref_u)):
         assert torch.equal(a, b)
+
+
+def test_indices_out_of_range_raise_instead_of_writing_out_of_bounds():
+    rows, cols = torch.tensor([5, 0]), torch.tensor([1, 0])  # out of order: the counting sort runs
+    ranges = torch.tensor([[0, 2], [2, 3]])
+    with pytest.raises(ValueError, match="rows must hold"):
+        pairs.sort_pairs(rows, cols, 2, unique=True)
+    with pytest.raises(ValueError, match="pairs must hold"):
+        pairs.pair_slices(ranges, ranges, torch.tensor([0, 1]), torch.tensor([0, 2]), merge=False)

@@ -22,12 +22,14 @@ int lg_pairs_in_order(int64_t n, const int64_t* rows, const int64_t* cols, int u
 }
 
 // The pairs (rows[k], cols[k]) sorted by row, then column; unique != 0 drops repeated pairs.
-// Writes out_rows, out_cols (room for n); returns their count. rows in [0, n_rows).
+// Writes out_rows, out_cols (room for n); returns their count, or -1 if a row is not in [0, n_rows).
 int64_t lg_sort_pairs(int64_t n, const int64_t* rows, const int64_t* cols, int64_t n_rows, int unique,
                       int64_t* out_rows, int64_t* out_cols) {
   // stably by row into the outputs, then each row's columns in place: no n-sized temporaries
   // (fresh memory costs page faults, more than the sort on virtual machines), and the rows'
   // segments are short and cache-resident
+  for (int64_t k = 0; k < n; ++k)
+    if (rows[k] < 0 || rows[k] >= n_rows) return -1;  // an index out of range: the caller raises
   std::vector<int64_t> start(n_rows + 1, 0);
   for (int64_t k = 0; k < n; ++k) ++start[rows[k] + 1];
   for (int64_t r = 0; r < n_rows; ++r) start[r + 1] += start[r];
@@ -55,9 +57,11 @@ int64_t lg_sort_pairs(int64_t n, const int64_t* rows, const int64_t* cols, int64
 
 // One half of the ranges 6-tuple from pairs sorted by row, then column: slices (n_row_clusters
 // cumulative ends) and the column ranges (room for n; returns their count). merge != 0 fuses a
-// range that starts where the previous one of the same row ends.
+// range that starts where the previous one of the same row ends. -1: an index out of range.
 int64_t lg_pair_slices(int64_t n, const int64_t* rows, const int64_t* cols, const int64_t* ranges_cols,
-                       int64_t n_row_clusters, int merge, int64_t* slices, int64_t* red) {
+                       int64_t n_row_clusters, int64_t n_col_clusters, int merge, int64_t* slices, int64_t* red) {
+  for (int64_t k = 0; k < n; ++k)
+    if (rows[k] < 0 || rows[k] >= n_row_clusters || cols[k] < 0 || cols[k] >= n_col_clusters) return -1;
   for (int64_t c = 0; c < n_row_clusters; ++c) slices[c] = 0;
   int64_t m = 0;
   for (int64_t k = 0; k < n; ++k) {

@@ -21,7 +21,7 @@ _I = ctypes.c_int64
 _SIGNATURES = {
     "lg_pairs_in_order": [_I, _P, _P, ctypes.c_int],
     "lg_sort_pairs": [_I, _P, _P, _I, ctypes.c_int, _P, _P],
-    "lg_pair_slices": [_I, _P, _P, _P, _I, ctypes.c_int, _P, _P],
+    "lg_pair_slices": [_I, _P, _P, _P, _I, _I, ctypes.c_int, _P, _P],
     "lg_kept_results": [_I, _P, _P, _P, _P, _P, _P, _P],
 }
 _LIBS: dict = {}
@@ -61,6 +61,8 @@ def sort_pairs(rows: torch.Tensor, cols: torch.Tensor, n_rows: int,
     out_r, out_c = torch.empty(n, dtype=torch.int64), torch.empty(n, dtype=torch.int64)
     m = lib.lg_sort_pairs(n, rows.data_ptr(), cols.data_ptr(), max(n_rows, 1), int(unique),
                           out_r.data_ptr(), out_c.data_ptr())
+    if m < 0:
+        raise ValueError(f"sort_pairs: the rows must hold cluster indices in [0, {n_rows})")
     return out_r[:m], out_c[:m]
 
 
@@ -75,8 +77,10 @@ def pair_slices(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torc
     n, C = rows.numel(), ranges_rows.shape[0]
     slices = torch.empty(C, dtype=torch.int64)
     red = torch.empty(n, 2, dtype=torch.int64)
-    m = lib.lg_pair_slices(n, rows.data_ptr(), cols.data_ptr(), ranges_cols.data_ptr(), C, int(merge),
-                           slices.data_ptr(), red.data_ptr())
+    m = lib.lg_pair_slices(n, rows.data_ptr(), cols.data_ptr(), ranges_cols.data_ptr(), C, ranges_cols.shape[0],
+                           int(merge), slices.data_ptr(), red.data_ptr())
+    if m < 0:
+        raise ValueError(f"pair_slices: the pairs must hold cluster indices in [0, {C}) x [0, {ranges_cols.shape[0]})")
     return slices, red[:m]
 
 
