@@ -313,18 +313,14 @@ def pair_slices(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torc
         merge: fuse touching column ranges (see :func:`from_pairs`).
         presorted: the pairs are already sorted by row, then column (skips a sort).
     """
-    if not presorted:
-        done = native.sort_pairs(rows, cols, ranges_rows.shape[0], unique=False)
-        if done is not None:
-            rows, cols = done
-        else:
-            keys = rows * max(ranges_cols.shape[0], 1) + cols  # by row cluster, then column
-            if keys.numel() > 1 and not bool((keys[1:] > keys[:-1]).all()):  # a sort costs more than the check
-                order = torch.argsort(keys)
-                rows, cols = rows[order], cols[order]
-    done = native.pair_slices(ranges_rows, ranges_cols, rows, cols, merge)
+    done = native.pair_slices(ranges_rows, ranges_cols, rows, cols, merge, presorted)
     if done is not None:
         return done
+    if not presorted:
+        keys = rows * max(ranges_cols.shape[0], 1) + cols  # by row cluster, then column
+        if keys.numel() > 1 and not bool((keys[1:] > keys[:-1]).all()):  # a sort costs more than the check
+            order = torch.argsort(keys)
+            rows, cols = rows[order], cols[order]
     red = ranges_cols[cols]
     if merge and red.shape[0] > 1:
         # a column range that starts where the previous one of the same row cluster ends extends it

@@ -94,4 +94,4 @@ def test_indices_out_of_range_raise_instead_of_writing_out_of_bounds():
     with pytest.raises(ValueError, match="rows must hold"):
         pairs.sort_pairs(rows, cols, 2, unique=True)
     with pytest.raises(ValueError, match="pairs must hold"):
-        pairs.pair_slices(ranges, ranges, torch.tensor([0, 1]), torch.tensor([0, 2]), merge=False)
+        pairs.pair_slices(ranges, ranges, torch.tensor([0, 1]), torch.tensor([0, 2]), merge=False, presorted=True)

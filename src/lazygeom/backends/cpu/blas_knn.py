@@ -64,22 +64,15 @@ def run(call: Call, args, ix: int, iy: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 _SCALARS = {torch.float32: "float", torch.float64: "double"}
-_KERNELS: dict = {}
+_SIGNATURE = {"lg_knn_sqdist": ([ctypes.c_int64, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 4
+                                + [ctypes.c_int, ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int], None)}
 
 
 def _kernel(dtype: torch.dtype):
     """The compiled fused kernel of ``knn.cpp`` (compiled once per dtype, cached on disk)."""
     cfg = get_config()
-    fn = _KERNELS.get((dtype, cfg.cache_dir))
-    if fn is None:
-        source = Path(__file__).with_name("knn.cpp").read_text()
-        lib = ctypes.CDLL(str(compiler.build(source, _SCALARS[dtype], cfg.cache_dir, cfg.verbose)))
-        fn = lib.lg_knn_sqdist
-        fn.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 4 + \
-            [ctypes.c_int, ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int]
-        fn.restype = None
-        _KERNELS[(dtype, cfg.cache_dir)] = fn
-    return fn
+    return compiler.load_source(Path(__file__).with_name("knn.cpp"), _SCALARS[dtype], cfg.cache_dir, cfg.verbose,
+                                _SIGNATURE).lg_knn_sqdist
 
 
 def _knn(x: torch.Tensor, y: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:

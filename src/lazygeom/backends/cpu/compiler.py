@@ -8,6 +8,7 @@ serialises them, and the library is written under a temporary name and renamed a
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import functools
 import hashlib
@@ -98,6 +99,24 @@ def build(source: str, scalar: str, cache_dir: str, verbose: bool = False) -> Pa
             tmp_lib.unlink(missing_ok=True)
             raise CompilationError(str(src), cmd, proc.stdout + proc.stderr)
         os.replace(tmp_lib, lib)
+    return lib
+
+
+_LIBRARIES: dict = {}
+
+
+def load_source(source_file: Path, scalar: str, cache_dir: str, verbose: bool,
+                signatures: dict[str, tuple[list, object]]) -> ctypes.CDLL:
+    """A fixed C++ source of the package (not generated), compiled once per scalar type and cache
+    folder and loaded, with ``signatures``: ``{function: (argtypes, restype)}``."""
+    key = (str(source_file), scalar, cache_dir)
+    lib = _LIBRARIES.get(key)
+    if lib is None:
+        lib = ctypes.CDLL(str(build(Path(source_file).read_text(), scalar, cache_dir, verbose)))
+        for name, (args, res) in signatures.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, res
+        _LIBRARIES[key] = lib
     return lib
 
 

@@ -50,7 +50,8 @@ def _lse_parts(red: Reduction, f, w, E):
     row's running maximum M moves up to it (rescaling the double-precision sums once per tile);
     pass 2 adds exp(F - M) <= 1 (``v_exp_nonpos``), so nothing overflows, and rows of -inf scores
     stay exact. The maximum skips nan: a nan score reaches the sums through pass 2, or, in a tile
-    whose scores are all -inf or nan, through the flag that the final write turns into nan.
+    whose scores are all -inf or nan, through the flag that LogSumExp's final write turns into nan
+    (SumSoftMaxWeight's 0 / 0 is nan by itself).
     """
     G = len(f)  # maximum groups: 1 (scalar F) or E
     ssmw = red.kind == "ssmw"
@@ -65,7 +66,9 @@ def _lse_parts(red: Reduction, f, w, E):
     else:
         for e in range(E):
             qs[group(e)].append(f"s{e}")
-    init = [f"double M{g} = -LG_INF; bool nan{g} = false;" for g in range(G)]
+    init = [f"double M{g} = -LG_INF;" for g in range(G)]
+    if not ssmw:  # (SumSoftMaxWeight of such a row is 0 / 0 = nan already)
+        init += [f"bool nan{g} = false;" for g in range(G)]
     init += [f"double S_{q} = 0;" for g in range(G) for q in qs[g]]
     init += [f"vec bF{g}[{TILE_LSE} / W];" for g in range(G)]
     weighted = ssmw or w is not None
@@ -101,8 +104,9 @@ def _lse_parts(red: Reduction, f, w, E):
             else:
                 body.append(f"s{e} += P;")
         # a tile with no score above -inf may still hold nan, which pass 1's max skips
-        pass2.append(f"if (live{g}) {{ {' '.join(body)} }} else {{ const vec F = bF{g}[(j - j0) / W]; "
-                     f"for (int l = 0; l < W; ++l) nan{g} |= F[l] != F[l]; }}")
+        dead = "" if ssmw else (f" else {{ const vec F = bF{g}[(j - j0) / W]; "
+                                f"for (int l = 0; l < W; ++l) nan{g} |= F[l] != F[l]; }}")
+        pass2.append(f"if (live{g}) {{ {' '.join(body)} }}{dead}")
     flush = [f"S_{q} += hsum({q});" for g in range(G) for q in qs[g]]
     if ssmw:
         final = [f"out[orow * {E} + {e}] = (scalar)(S_t{e} / S_s{group(e)});" for e in range(E)]

@@ -100,44 +100,55 @@ LG_INLINE vec v_log1p(vec a) { return vmap(a, [](scalar x) { return std::log1p(x
 LG_INLINE vec v_atan2(vec y, vec x) { return vmap2(y, x, [](scalar a, scalar b) { return std::atan2(a, b); }); }
 
 // exp: x = n ln2 + r with |r| <= ln2/2, exp(r) by a polynomial, 2^n through the exponent bits.
-LG_INLINE vec v_exp(vec x) {
+// exp_reduced computes it for an argument already clamped into the range where the exponent bits
+// are valid (float: [-87.336544, 88.7], double: [-708, 709]); v_exp and v_exp_nonpos clamp and
+// treat the special values.
+LG_INLINE vec exp_reduced(vec xc) {
 #if !LG_DOUBLE
-  {
-    // x = n ln2 + r: t holds n in its low mantissa bits (round to nearest via 1.5 * 2^23), so
-    // (bits(t) + 127) << 23 is 2^n directly (the magic number's bits shift out).
-    const vec xc = v_min(v_max(x, bc(-87.336544f)), bc(88.7f));  // keeps the exponent bits in range
-    const vec t = xc * 1.44269504088896341f + 12582912.0f;
-    const vec n = t - 12582912.0f;
-    const vec r = xc - n * 0.693147180559945f;  // |error| < 2e-7 relative on exp for |x| < 88
-    // degree-5 near-minimax polynomial (relative error 1.7e-7 on |r| <= ln2/2, fitted for lazygeom)
-    vec p = bc(8.292494504e-03f);
-    p = p * r + 4.189792325e-02f;
-    p = p * r + 1.666760013e-01f;
-    p = p * r + 4.999914960e-01f;
-    p = p * r + 9.999997203e-01f;
-    p = p * r + 1.0f;
-    const ivec e = (as_ivec(t) + 127) << 23;
-    // nan propagates through the polynomial; above 88.38 the exponent bits overflow to +inf
-    // (exp(x) < FLT_MAX up to 88.72: the one approximation in this function).
-    return vsel(x < -87.336544f, bc(0), p * as_vec(e));  // below ln(FLT_MIN): flushed to 0
-  }
+  // t holds n in its low mantissa bits (round to nearest via 1.5 * 2^23), so (bits(t) + 127) << 23
+  // is 2^n directly (the magic number's bits shift out).
+  const vec t = xc * 1.44269504088896341f + 12582912.0f;
+  const vec n = t - 12582912.0f;
+  const vec r = xc - n * 0.693147180559945f;  // |error| < 2e-7 relative on exp for |x| < 88
+  // degree-5 near-minimax polynomial (relative error 1.7e-7 on |r| <= ln2/2, fitted for lazygeom)
+  vec p = bc(8.292494504e-03f);
+  p = p * r + 4.189792325e-02f;
+  p = p * r + 1.666760013e-01f;
+  p = p * r + 4.999914960e-01f;
+  p = p * r + 9.999997203e-01f;
+  p = p * r + 1.0f;
+  // nan propagates through the polynomial; above 88.38 the exponent bits overflow to +inf
+  // (exp(x) < FLT_MAX up to 88.72: the one approximation here).
+  return p * as_vec((as_ivec(t) + 127) << 23);
 #else
-  {
-    vec xc = v_min(v_max(x, bc(-708.0)), bc(709.0));
-    vec t = xc * 1.4426950408889634 + 6755399441055744.0;  // 1.5 * 2^52
-    vec n = t - 6755399441055744.0;
-    vec r = xc - n * 6.93147180369123816490e-01 - n * 1.90821492927058770002e-10;
-    vec p = bc(1.0 / 6227020800.0);  // Taylor to degree 13: relative error < 2e-16 on |r| <= ln2/2
-    const double inv_fact[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
-                               1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0,
-                               1.0 / 6.0, 0.5, 1.0, 1.0};
-    for (double c : inv_fact) p = p * r + c;
-    ivec e = (__builtin_convertvector(n, ivec) + 1023) << 52;
-    vec out = p * as_vec(e);
-    out = vsel(x < -708.0, bc(0), out);
-    out = vsel(x > 709.0, bc(LG_INF), out);
-    return vsel(x != x, x, out);
-  }
+  const vec t = xc * 1.4426950408889634 + 6755399441055744.0;  // 1.5 * 2^52
+  const vec n = t - 6755399441055744.0;
+  const vec r = xc - n * 6.93147180369123816490e-01 - n * 1.90821492927058770002e-10;
+  vec p = bc(1.0 / 6227020800.0);  // Taylor to degree 13: relative error < 2e-16 on |r| <= ln2/2
+  const double inv_fact[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
+                             1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0,
+                             1.0 / 6.0, 0.5, 1.0, 1.0};
+  for (double c : inv_fact) p = p * r + c;
+  return p * as_vec((__builtin_convertvector(n, ivec) + 1023) << 52);
+#endif
+}
+
+#if !LG_DOUBLE
+#define LG_EXP_LO -87.336544f  // ln(FLT_MIN): below, exp is flushed to 0
+#define LG_EXP_HI 88.7f
+#else
+#define LG_EXP_LO -708.0
+#define LG_EXP_HI 709.0
+#endif
+
+LG_INLINE vec v_exp(vec x) {
+  const vec out = exp_reduced(v_min(v_max(x, bc(LG_EXP_LO)), bc(LG_EXP_HI)));
+#if !LG_DOUBLE
+  return vsel(x < LG_EXP_LO, bc(0), out);
+#else
+  const vec low = vsel(x < LG_EXP_LO, bc(0), out);
+  const vec high = vsel(x > LG_EXP_HI, bc(LG_INF), low);
+  return vsel(x != x, x, high);  // the integer conversion of nan is no nan
 #endif
 }
 
@@ -146,34 +157,11 @@ LG_INLINE vec v_exp(vec x) {
 // exponent (and at -inf) it returns about 1e-38 (float; 1e-308 double) instead of 0: such terms
 // are added to a sum that holds exp(0) = 1 for the maximum, so they vanish in its rounding.
 LG_INLINE vec v_exp_nonpos(vec x) {
+  const vec out = exp_reduced(v_max(x, bc(LG_EXP_LO)));  // nan propagates (v_max returns its first operand)
 #if !LG_DOUBLE
-  {
-    const vec xc = v_max(x, bc(-87.336544f));  // nan propagates (v_max returns its first operand)
-    const vec t = xc * 1.44269504088896341f + 12582912.0f;
-    const vec n = t - 12582912.0f;
-    const vec r = xc - n * 0.693147180559945f;
-    vec p = bc(8.292494504e-03f);  // the polynomial of v_exp
-    p = p * r + 4.189792325e-02f;
-    p = p * r + 1.666760013e-01f;
-    p = p * r + 4.999914960e-01f;
-    p = p * r + 9.999997203e-01f;
-    p = p * r + 1.0f;
-    return p * as_vec((as_ivec(t) + 127) << 23);
-  }
+  return out;
 #else
-  {
-    const vec xc = v_max(x, bc(-708.0));
-    const vec t = xc * 1.4426950408889634 + 6755399441055744.0;
-    const vec n = t - 6755399441055744.0;
-    const vec r = xc - n * 6.93147180369123816490e-01 - n * 1.90821492927058770002e-10;
-    vec p = bc(1.0 / 6227020800.0);
-    const double inv_fact[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
-                               1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0,
-                               1.0 / 6.0, 0.5, 1.0, 1.0};
-    for (double c : inv_fact) p = p * r + c;
-    const vec out = p * as_vec((__builtin_convertvector(n, ivec) + 1023) << 52);
-    return vsel(x != x, x, out);  // the integer conversion of nan is no nan
-  }
+  return vsel(x != x, x, out);
 #endif
 }
 

@@ -19,12 +19,11 @@ from . import compiler
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
 _SIGNATURES = {
-    "lg_pairs_in_order": [_I, _P, _P, ctypes.c_int],
-    "lg_sort_pairs": [_I, _P, _P, _I, ctypes.c_int, _P, _P],
-    "lg_pair_slices": [_I, _P, _P, _P, _I, _I, ctypes.c_int, _P, _P],
-    "lg_kept_results": [_I, _P, _P, _P, _P, _P, _P, _P],
+    "lg_pairs_in_order": ([_I, _P, _P, ctypes.c_int], ctypes.c_int),
+    "lg_sort_pairs": ([_I, _P, _P, _I, ctypes.c_int, _P, _P], _I),
+    "lg_pair_slices": ([_I, _P, _P, _P, _I, _I, ctypes.c_int, _P, _P], _I),
+    "lg_kept_results": ([_I, _P, _P, _P, _P, _P, _P, _P], _I),
 }
-_LIBS: dict = {}
 
 
 def _lib(*tensors: torch.Tensor):
@@ -32,15 +31,8 @@ def _lib(*tensors: torch.Tensor):
     if any(t.device.type != "cpu" for t in tensors) or compiler.find_compiler() is None:
         return None
     cfg = get_config()
-    lib = _LIBS.get(cfg.cache_dir)
-    if lib is None:
-        source = Path(__file__).with_name("pairs.cpp").read_text()
-        lib = ctypes.CDLL(str(compiler.build(source, "float", cfg.cache_dir, cfg.verbose)))
-        for name, args in _SIGNATURES.items():
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = args, _I
-        _LIBS[cfg.cache_dir] = lib
-    return lib
+    return compiler.load_source(Path(__file__).with_name("pairs.cpp"), "float", cfg.cache_dir, cfg.verbose,
+                                _SIGNATURES)
 
 
 def _i64(t: torch.Tensor) -> torch.Tensor:
@@ -49,8 +41,12 @@ def _i64(t: torch.Tensor) -> torch.Tensor:
 
 def sort_pairs(rows: torch.Tensor, cols: torch.Tensor, n_rows: int,
                unique: bool) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """The pairs sorted by row then column (repeats dropped if ``unique``); rows in
-    ``[0, n_rows)`` (not checked here). Pairs already in order come back as they are."""
+    """The pairs sorted by row then column (repeats dropped if ``unique``). Pairs already in
+    order come back as they are.
+
+    Raises:
+        ValueError: pairs to sort whose rows are not in ``[0, n_rows)``.
+    """
     lib = _lib(rows, cols)
     if lib is None:
         return None
@@ -67,12 +63,14 @@ def sort_pairs(rows: torch.Tensor, cols: torch.Tensor, n_rows: int,
 
 
 def pair_slices(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                merge: bool) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """``(slices, redranges)`` of pairs sorted by row then column (see
+                merge: bool, presorted: bool) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """``(slices, redranges)`` of the pairs, sorted first unless ``presorted`` (see
     :func:`lazygeom.cluster.pair_slices`)."""
     lib = _lib(ranges_rows, ranges_cols, rows, cols)
     if lib is None:
         return None
+    if not presorted:
+        rows, cols = sort_pairs(rows, cols, ranges_rows.shape[0], unique=False)
     rows, cols, ranges_cols = _i64(rows), _i64(cols), _i64(ranges_cols)
     n, C = rows.numel(), ranges_rows.shape[0]
     slices = torch.empty(C, dtype=torch.int64)
