@@ -43,7 +43,47 @@ def test_vector_exp_and_log_accuracy(tmp_path, dtype):
     tol = 1e-6 if dtype == torch.float32 else 1e-14
     assert ((e - ref_e).abs() / ref_e)[ok].max() <= tol
     assert (e[~ok] <= torch.finfo(dtype).tiny).all()
+    assert (e[x.to(dtype).double() <= (-88 if dtype == torch.float32 else -709)] == 0).all()  # exactly 0 far below
     assert ((lg - ref_l).abs() / ref_l.abs().clamp(min=1e-3)).max() <= tol
+
+
+def _kernel_source(F, folder) -> str:
+    """The C++ source the CPU backend compiles for ``F.sum(dim=1)`` (read back from its cache)."""
+    with lazygeom.config(cache_dir=str(folder)):
+        F.sum(dim=1, backend="cpu")
+    (src,) = list(folder.glob("*.cpp"))
+    return src.read_text()
+
+
+def test_exp_of_a_provably_nonpositive_argument_uses_the_cheaper_exp(tmp_path):
+    x, y, p = torch.rand(4, 3), torch.rand(5, 3), torch.tensor([2.0])
+    cases = {"gauss": ((-Vi(x).sqdist(Vj(y))).exp(), True),
+             "param": ((-Vi(x).sqdist(Vj(y)) * lazygeom.Pm(p)).exp(), False),  # the sign of p is unknown
+             "any": ((Vi(x) - Vj(y)).sum(-1).exp(), False)}
+    for name, (F, cheap) in cases.items():
+        src = _kernel_source(F, tmp_path / name)
+        assert ("v_exp_nonpos(" in src) == cheap and ("v_exp(" in src) != cheap, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exp_of_nonpositive_arguments_matches_torch(tmp_path, dtype):
+    """exp(-t^2) through v_exp_nonpos: accurate, exactly 0 far below (not the smallest normal
+    number), 1 at 0, nan kept; a Gaussian kernel sum far from every point is exactly 0."""
+    inf, nan = float("inf"), float("nan")
+    t = torch.cat([torch.linspace(0, 30, 20_001, dtype=torch.float64), torch.tensor([0.0, -0.0, inf, -inf, nan, 1e20])])
+    one = torch.ones(1, 1, dtype=dtype)
+    with lazygeom.config(cache_dir=str(tmp_path)):
+        e = ((-Vi(t[:, None].to(dtype)).square()).exp() * Vj(one)).sum(dim=1, backend="cpu")[:, 0].double()
+        far = ((-Vi(torch.full((2, 3), 1e3, dtype=dtype)).sqdist(Vj(torch.rand(300, 3, dtype=dtype)))).exp()
+               * Vj(torch.ones(300, 1, dtype=dtype))).sum(dim=1, backend="cpu")
+    tf = t.to(dtype)
+    ref = torch.exp((-(tf * tf)).double())  # the square rounded as the kernel rounds it
+    ok = ref > torch.finfo(dtype).tiny
+    tol = 1e-6 if dtype == torch.float32 else 1e-14
+    assert ((e - ref).abs() / ref)[ok].max() <= tol
+    assert (e[(ref == 0) & ~t.isnan()] == 0).all() and (e[~ok & ~t.isnan()] <= torch.finfo(dtype).tiny).all()
+    assert e[-6] == 1 and e[-5] == 1 and e[-4] == 0 and e[-3] == 0 and torch.isnan(e[-2]) and e[-1] == 0
+    assert (far == 0).all()
 
 
 def test_exp_log_special_values(tmp_path):

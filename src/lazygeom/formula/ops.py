@@ -29,7 +29,7 @@ from .algebra import (
 from .registry import OpSpec, broadcast_dims, broadcast_shapes, register, same_dim, scalar_dim
 
 
-def _reg(name, arity, dim_rule, vjp, impl, domains=None, flat=False, doc=""):
+def _reg(name, arity, dim_rule, vjp, impl, domains=None, flat=False, doc="", sign=None):
     register(
         OpSpec(
             name=name,
@@ -40,8 +40,41 @@ def _reg(name, arity, dim_rule, vjp, impl, domains=None, flat=False, doc=""):
             domains=tuple(domains) if domains else ("any",) * (arity or 0),
             flat=flat,
             doc=doc,
+            sign=sign,
         )
     )
+
+
+# --- sign rules (see lazygeom.formula.sign): 1 means >= 0, -1 means <= 0, 0 unknown, nan aside.
+# Only rules that hold for every non-nan value, infinities and -0.0 included (hence no rule for
+# division or inverses: 1 / -0.0 = -inf although -0.0 >= 0).
+
+
+def _nonneg(s, n):
+    return 1
+
+
+def _same(s, n):
+    return s[0]
+
+
+def _flip(s, n):
+    return -s[0]
+
+
+def _agree(s, n):
+    """All arguments of one known sign: that sign (add, concat, ...)."""
+    return s[0] if s[0] != 0 and all(v == s[0] for v in s) else 0
+
+
+def _product(s, n):
+    """mul and dot: x * x >= 0 (nodes are hash-consed: the same value is the same node)."""
+    return 1 if n.args[0] is n.args[1] else s[0] * s[1]
+
+
+def _const_sign(s, n):
+    value = n.attrs[0]
+    return 1 if value > 0 else -1 if value < 0 else 1 if value == 0 else 0  # nan: unknown
 
 
 def _no_grad(n, g):
@@ -51,36 +84,41 @@ def _no_grad(n, g):
 # --- leaves -----------------------------------------------------------------------------------
 
 _reg("var", 0, lambda dims, attrs: attrs[2], None, None, doc="variable (index, category, dim)")
-_reg("const", 0, lambda dims, attrs: attrs[1], None, None, doc="constant vector (value, dim)")
+_reg("const", 0, lambda dims, attrs: attrs[1], None, None, doc="constant vector (value, dim)",
+     sign=_const_sign)
 
 # --- elementwise unary ------------------------------------------------------------------------
 
 
-def _unary_op(name, impl, vjp, domain="any", flat=False, doc=""):
-    _reg(name, 1, same_dim, vjp if not flat else _no_grad, lambda T, x, attrs: impl(T, x), [domain], flat, doc)
+def _unary_op(name, impl, vjp, domain="any", flat=False, doc="", sign=None):
+    _reg(name, 1, same_dim, vjp if not flat else _no_grad, lambda T, x, attrs: impl(T, x), [domain], flat, doc,
+         sign)
 
 
 def _x(n):
     return n.args[0]
 
 
-_unary_op("neg", lambda T, x: -x, lambda n, g: (neg(g),), doc="-x")
-_unary_op("exp", lambda T, x: T.exp(x), lambda n, g: (mul(g, n),), doc="exp(x)")
+_unary_op("neg", lambda T, x: -x, lambda n, g: (neg(g),), doc="-x", sign=_flip)
+_unary_op("exp", lambda T, x: T.exp(x), lambda n, g: (mul(g, n),), doc="exp(x)", sign=_nonneg)
 _unary_op("log", lambda T, x: T.log(x), lambda n, g: (div(g, _x(n)),), "pos", doc="log(x)")
-_unary_op("sqrt", lambda T, x: T.sqrt(x), lambda n, g: (div(scal(0.5, g), n),), "pos", doc="sqrt(x)")
+_unary_op("sqrt", lambda T, x: T.sqrt(x), lambda n, g: (div(scal(0.5, g), n),), "pos", doc="sqrt(x)",
+          sign=_nonneg)
 _unary_op(
     "rsqrt",
     lambda T, x: T.rsqrt(x),
     lambda n, g: (mul(scal(-0.5, g), mul(n, unary("square", n))),),
     "pos",
-    doc="1/sqrt(x)",
+    doc="1/sqrt(x)",  # no sign rule: rsqrt(-0.0) = -inf
 )
-_unary_op("abs", lambda T, x: T.abs(x), lambda n, g: (mul(g, unary("sign", _x(n))),), "nz", doc="|x|")
+_unary_op("abs", lambda T, x: T.abs(x), lambda n, g: (mul(g, unary("sign", _x(n))),), "nz", doc="|x|",
+          sign=_nonneg)
 _unary_op("sign", lambda T, x: T.sign(x), None, flat=True, doc="sign(x) in {-1, 0, 1}")
-_unary_op("step", lambda T, x: (x >= 0).to(x.dtype), None, flat=True, doc="1 if x >= 0 else 0")
+_unary_op("step", lambda T, x: (x >= 0).to(x.dtype), None, flat=True, doc="1 if x >= 0 else 0", sign=_nonneg)
 _unary_op("round", lambda T, x: T.round(x), None, flat=True, doc="round to nearest integer")
 _unary_op("floor", lambda T, x: T.floor(x), None, flat=True, doc="floor(x)")
-_unary_op("relu", lambda T, x: T.relu(x), lambda n, g: (mul(g, unary("step", _x(n))),), "nz", doc="max(x, 0)")
+_unary_op("relu", lambda T, x: T.relu(x), lambda n, g: (mul(g, unary("step", _x(n))),), "nz", doc="max(x, 0)",
+          sign=_nonneg)
 _unary_op("sin", lambda T, x: T.sin(x), lambda n, g: (mul(g, unary("cos", _x(n))),), doc="sin(x)")
 _unary_op("cos", lambda T, x: T.cos(x), lambda n, g: (neg(mul(g, unary("sin", _x(n)))),), doc="cos(x)")
 _unary_op("tanh", lambda T, x: T.tanh(x), lambda n, g: (mul(g, sub(const(1), unary("square", n))),), doc="tanh(x)")
@@ -110,7 +148,7 @@ _unary_op(
     lambda n, g: (div(g, add(const(1), unary("square", _x(n)))),),
     doc="arctan(x)",
 )
-_unary_op("square", lambda T, x: x * x, lambda n, g: (mul(scal(2, g), _x(n)),), doc="x**2")
+_unary_op("square", lambda T, x: x * x, lambda n, g: (mul(scal(2, g), _x(n)),), doc="x**2", sign=_nonneg)
 _unary_op("inv", lambda T, x: 1 / x, lambda n, g: (neg(mul(g, unary("square", n))),), "nz", doc="1/x")
 _unary_op("log1p", lambda T, x: T.log1p(x), lambda n, g: (div(g, add(const(1), _x(n))),), "pos", doc="log(1+x)")
 _unary_op(
@@ -129,6 +167,11 @@ _unary_op(
 )
 
 
+def _pow_sign(s, n):
+    (k,) = n.attrs  # x**k >= 0 for an even k >= 0; an odd k keeps the sign; k < 0: 1/-0.0 = -inf
+    return (1 if k % 2 == 0 else s[0]) if k >= 0 else 0
+
+
 def _pow_impl(T, x, attrs):
     return x ** attrs[0]
 
@@ -138,18 +181,21 @@ def _pow_vjp(n, g):
     return (mul(scal(k, g), make("pow", _x(n), attrs=(k - 1,))),)
 
 
-_reg("pow", 1, same_dim, _pow_vjp, _pow_impl, ["nz"], doc="x**k for an integer k")
+_reg("pow", 1, same_dim, _pow_vjp, _pow_impl, ["nz"], doc="x**k for an integer k",
+     sign=_pow_sign)
 
 # --- elementwise binary / ternary -------------------------------------------------------------
 
 
-def _binary_op(name, impl, vjp, domains=("any", "any"), doc=""):
-    _reg(name, 2, broadcast_dims, vjp, lambda T, a, b, attrs: impl(T, a, b), domains, doc=doc)
+def _binary_op(name, impl, vjp, domains=("any", "any"), doc="", sign=None):
+    _reg(name, 2, broadcast_dims, vjp, lambda T, a, b, attrs: impl(T, a, b), domains, doc=doc, sign=sign)
 
 
-_binary_op("add", lambda T, a, b: a + b, lambda n, g: (g, g), doc="a + b")
-_binary_op("sub", lambda T, a, b: a - b, lambda n, g: (g, neg(g)), doc="a - b")
-_binary_op("mul", lambda T, a, b: a * b, lambda n, g: (mul(g, n.args[1]), mul(g, n.args[0])), doc="a * b")
+_binary_op("add", lambda T, a, b: a + b, lambda n, g: (g, g), doc="a + b", sign=_agree)
+_binary_op("sub", lambda T, a, b: a - b, lambda n, g: (g, neg(g)), doc="a - b",
+           sign=lambda s, n: _agree((s[0], -s[1]), n))
+_binary_op("mul", lambda T, a, b: a * b, lambda n, g: (mul(g, n.args[1]), mul(g, n.args[0])), doc="a * b",
+           sign=_product)
 _binary_op(
     "div",
     lambda T, a, b: a / b,
@@ -178,8 +224,10 @@ def _minmax_vjp(first_wins):
     return vjp
 
 
-_binary_op("min2", lambda T, a, b: T.minimum(a, b), _minmax_vjp(lambda a, b: sub(b, a)), doc="elementwise min")
-_binary_op("max2", lambda T, a, b: T.maximum(a, b), _minmax_vjp(lambda a, b: sub(a, b)), doc="elementwise max")
+_binary_op("min2", lambda T, a, b: T.minimum(a, b), _minmax_vjp(lambda a, b: sub(b, a)), doc="elementwise min",
+           sign=lambda s, n: -1 if -1 in s else _agree(s, n))
+_binary_op("max2", lambda T, a, b: T.maximum(a, b), _minmax_vjp(lambda a, b: sub(a, b)), doc="elementwise max",
+           sign=lambda s, n: 1 if 1 in s else _agree(s, n))
 
 
 def _ifelse_vjp(n, g):
@@ -201,7 +249,7 @@ _reg(
 # --- vector ops -------------------------------------------------------------------------------
 
 _reg("sum", 1, scalar_dim, lambda n, g: (bcast(g, _x(n).dim),), lambda T, x, attrs: x.sum(-1, keepdim=True),
-     doc="sum over the vector dimension")
+     doc="sum over the vector dimension", sign=_same)
 
 
 def _bcast_dim(dims, attrs):
@@ -211,7 +259,7 @@ def _bcast_dim(dims, attrs):
 
 
 _reg("bcast", 1, _bcast_dim, lambda n, g: (vsum(g),),
-     lambda T, x, attrs: x.expand(*x.shape[:-1], attrs[0]), doc="repeat a scalar into a vector")
+     lambda T, x, attrs: x.expand(*x.shape[:-1], attrs[0]), doc="repeat a scalar into a vector", sign=_same)
 
 
 def _dot_dim(dims, attrs):
@@ -221,7 +269,7 @@ def _dot_dim(dims, attrs):
 
 
 _reg("dot", 2, _dot_dim, lambda n, g: (mul(g, n.args[1]), mul(g, n.args[0])),
-     lambda T, a, b, attrs: (a * b).sum(-1, keepdim=True), doc="<a, b>")
+     lambda T, a, b, attrs: (a * b).sum(-1, keepdim=True), doc="<a, b>", sign=_product)
 
 
 def _vext_vjp(arg_op):
@@ -240,9 +288,9 @@ def _argext_impl(method):
 
 
 _reg("vmax", 1, scalar_dim, _vext_vjp("vargmax"), lambda T, x, attrs: x.amax(-1, keepdim=True),
-     doc="max over the vector dimension")
+     doc="max over the vector dimension", sign=_same)
 _reg("vmin", 1, scalar_dim, _vext_vjp("vargmin"), lambda T, x, attrs: x.amin(-1, keepdim=True),
-     doc="min over the vector dimension")
+     doc="min over the vector dimension", sign=_same)
 _reg("vargmax", 1, scalar_dim, _no_grad, _argext_impl("argmax"), flat=True,
      doc="argmax over the vector dimension (as a float)")
 _reg("vargmin", 1, scalar_dim, _no_grad, _argext_impl("argmin"), flat=True,
@@ -271,7 +319,7 @@ def _extract_dim(dims, attrs):
 
 
 _reg("extract", 1, _extract_dim, lambda n, g: (pad(g, n.attrs[0], _x(n).dim),),
-     lambda T, x, attrs: x[..., attrs[0]: attrs[0] + attrs[1]], doc="x[start:start+length]")
+     lambda T, x, attrs: x[..., attrs[0]: attrs[0] + attrs[1]], doc="x[start:start+length]", sign=_same)
 
 
 def _pad_dim(dims, attrs):
@@ -287,7 +335,7 @@ def _pad_impl(T, x, attrs):
 
 
 _reg("pad", 1, _pad_dim, lambda n, g: (extract(g, n.attrs[0], _x(n).dim),), _pad_impl,
-     doc="zero vector of dimension total with x at [start:...]")
+     doc="zero vector of dimension total with x at [start:...]", sign=_same)
 
 def _concat_impl(T, a, b, attrs):
     shape = broadcast_shapes(a.shape[:-1], b.shape[:-1])
@@ -301,6 +349,7 @@ _reg(
     lambda n, g: (extract(g, 0, n.args[0].dim), extract(g, n.args[0].dim, n.args[1].dim)),
     _concat_impl,
     doc="[a, b]",
+    sign=_agree,
 )
 
 

@@ -18,6 +18,9 @@ DimRule = Callable[[tuple[int, ...], tuple], int]
 VJPRule = Callable[[Any, Any], tuple]
 #: ``impl(T, *arg_tensors, attrs=...)`` evaluates the op on tensors shaped ``(..., dim)``.
 TorchImpl = Callable[..., Any]
+#: ``sign(arg_signs, node)``: what is known of the sign of the node's value (every component, nan
+#: aside) from its arguments' signs (see :mod:`lazygeom.formula.sign`): 1 (>= 0), -1 (<= 0), 0 (unknown).
+SignRule = Callable[[tuple[int, ...], Any], int]
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class OpSpec:
     #: True when the op is piecewise constant: its gradient is zero almost everywhere
     flat: bool = False
     doc: str = ""
+    #: the sign rule (None: the sign is unknown)
+    sign: Optional[SignRule] = None
     #: renderer name -> snippet (filled by backends that generate code)
     snippets: dict = field(default_factory=dict, compare=False, hash=False)
 

@@ -101,8 +101,10 @@ LG_INLINE vec v_atan2(vec y, vec x) { return vmap2(y, x, [](scalar a, scalar b) 
 
 // exp: x = n ln2 + r with |r| <= ln2/2, exp(r) by a polynomial, 2^n through the exponent bits.
 // exp_reduced computes it for an argument already clamped into the range where the exponent bits
-// are valid (float: [-87.336544, 88.7], double: [-708, 709]); v_exp and v_exp_nonpos clamp and
-// treat the special values.
+// are valid (float: [-88, 88.7], double: [-709, 709]); v_exp and v_exp_nonpos clamp and treat the
+// special values. At the lower clamp n is the exponent field's -bias (float -127, double -1023),
+// whose 2^n bits are those of +0: exp_reduced returns exactly 0 there, so arguments below the
+// clamp (and -inf) give 0 without a select.
 LG_INLINE vec exp_reduced(vec xc) {
 #if !LG_DOUBLE
   // t holds n in its low mantissa bits (round to nearest via 1.5 * 2^23), so (bits(t) + 127) << 23
@@ -134,28 +136,25 @@ LG_INLINE vec exp_reduced(vec xc) {
 }
 
 #if !LG_DOUBLE
-#define LG_EXP_LO -87.336544f  // ln(FLT_MIN): below, exp is flushed to 0
-#define LG_EXP_HI 88.7f
+#define LG_EXP_LO -88.0f  // n = round(-88 log2(e)) = -127: 2^n has the bits of +0 (exp(-87.7) ~ 1e-38)
+#define LG_EXP_HI 88.7f   // n = 128: 2^n has the bits of +inf
 #else
-#define LG_EXP_LO -708.0
+#define LG_EXP_LO -709.0  // n = -1023: the bits of +0
 #define LG_EXP_HI 709.0
 #endif
 
 LG_INLINE vec v_exp(vec x) {
-  const vec out = exp_reduced(v_min(v_max(x, bc(LG_EXP_LO)), bc(LG_EXP_HI)));
+  const vec out = exp_reduced(v_min(v_max(x, bc(LG_EXP_LO)), bc(LG_EXP_HI)));  // nan propagates
 #if !LG_DOUBLE
-  return vsel(x < LG_EXP_LO, bc(0), out);
+  return out;  // above 88.38 the exponent bits overflow to +inf
 #else
-  const vec low = vsel(x < LG_EXP_LO, bc(0), out);
-  const vec high = vsel(x > LG_EXP_HI, bc(LG_INF), low);
+  const vec high = vsel(x > LG_EXP_HI, bc(LG_INF), out);
   return vsel(x != x, x, high);  // the integer conversion of nan is no nan
 #endif
 }
 
-// exp for arguments x <= 0 (or -inf, nan), as LogSumExp's second pass computes exp(F - max):
-// no upper clamp and no final selects (3 of about 16 vector ops). Below the smallest normal
-// exponent (and at -inf) it returns about 1e-38 (float; 1e-308 double) instead of 0: such terms
-// are added to a sum that holds exp(0) = 1 for the maximum, so they vanish in its rounding.
+// exp for arguments x <= 0 (or -inf, nan), as LogSumExp's second pass computes exp(F - max) and
+// exp(-|x - y|^2) is: no upper clamp (1 of about 13 vector ops; double also skips the +inf select).
 LG_INLINE vec v_exp_nonpos(vec x) {
   const vec out = exp_reduced(v_max(x, bc(LG_EXP_LO)));  // nan propagates (v_max returns its first operand)
 #if !LG_DOUBLE

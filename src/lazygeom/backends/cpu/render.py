@@ -11,6 +11,7 @@ import re
 from typing import Callable
 
 from ...formula import CAT_J, Node, walk_many
+from ...formula.sign import NEGATIVE, signs
 
 Components = list[str]
 Snippet = Callable[[list[Components], tuple, int], tuple[list[str], Components]]
@@ -147,6 +148,11 @@ CPP: dict[str, Snippet] = {
 }
 
 
+#: cheaper snippets for an op whose (first) argument is known to be <= 0 (nan aside): exp(-|x - y|^2)
+#: needs no overflow clamp (``v_exp_nonpos``, exact there)
+NONPOSITIVE_ARG: dict[str, Snippet] = {"exp": _ew("v_exp_nonpos({0})")}
+
+
 def _lit(value) -> str:
     if value == float("inf"):
         return "bc(LG_INF)"
@@ -167,6 +173,7 @@ def render(formulas: list[Node]) -> tuple[list[str], list[str], list[Components]
     body: list[str] = []
     names: dict[int, Components] = {}
     j_dependent: set[int] = set()
+    sign = signs(formulas)
     for n in walk_many(formulas):
         t = f"t{len(names)}"
         if n.op == "var":
@@ -184,6 +191,8 @@ def render(formulas: list[Node]) -> tuple[list[str], list[str], list[Components]
             continue
         else:
             snippet = CPP.get(n.op)
+            if n.op in NONPOSITIVE_ARG and sign[id(n.args[0])] == NEGATIVE:
+                snippet = NONPOSITIVE_ARG[n.op]
             if snippet is None:
                 raise NotImplementedError(f"the C++ renderer has no snippet for op {n.op!r}")
             pre, comps = snippet([names[id(a)] for a in n.args], n.attrs, n.dim)
