@@ -86,7 +86,7 @@ def _lse_parts(red: Reduction, f, w, E):
     for g in range(G):
         rescale = " ".join(f"S_{q} *= sc;" for q in qs[g])
         mid += [f"const double mt{g} = hmax(tm{g});",
-                f"if (mt{g} > M{g}) {{ const double sc = std::exp(M{g} - mt{g}); {rescale} M{g} = mt{g}; }}",
+                f"if (mt{g} > M{g}) {{ const double sc = lg::exp(M{g} - mt{g}); {rescale} M{g} = mt{g}; }}",
                 f"const vec Mv{g} = bc((scalar)M{g});",
                 f"const bool live{g} = M{g} > -LG_INF;"]
     pass2 = []
@@ -111,7 +111,7 @@ def _lse_parts(red: Reduction, f, w, E):
     if ssmw:
         final = [f"out[orow * {E} + {e}] = (scalar)(S_t{e} / S_s{group(e)});" for e in range(E)]
     else:
-        final = [f"out[orow * {E} + {e}] = nan{group(e)} ? (scalar)NAN : (scalar)(M{group(e)} + std::log(S_s{e}));"
+        final = [f"out[orow * {E} + {e}] = nan{group(e)} ? LG_NAN : (scalar)(M{group(e)} + lg::log(S_s{e}));"
                  for e in range(E)]
     return _parts(init=init, tile_init=tile_init, update=update, mid=mid, pass2=pass2, flush=flush, final=final)
 
