@@ -308,6 +308,15 @@ def _eval(formulas, args):
     return [o.expand(NI, NJ, o.shape[-1]) for o in outs]
 
 
+def test_a_widened_product_is_a_fixed_point():
+    """(y_j 2) * [1, 1, 1] widens 2 y_j to dimension 3: the widening goes through the bcast rules
+    (2 bcast(y_j)), so that simplifying the result again changes nothing (found by the property test)."""
+    v = var(3, CAT_J, 1)
+    f = make("mul", make("mul", v, const(2)), const(1, 3))
+    assert _resimplify(f) is f
+    assert f is make("mul", const(2), make("bcast", v, attrs=(3,)))
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(pair=trees(), seed=st.integers(0, 2**32 - 1))
 def test_simplified_and_raw_formulas_agree(pair, seed):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-from .node import CAT_J, Node, const, is_const, node, walk_many
+from .node import CAT_J, Node, const, is_const, walk_many
 from .registry import broadcast_dims
 
 Rule = Callable[[tuple, tuple], Optional[Node]]
@@ -52,7 +52,9 @@ def _widen(x: Node, dim: int) -> Node:
         return x
     if is_const(x):
         return const(_cval(x), dim)
-    return node("bcast", x, attrs=(dim,))
+    from .algebra import bcast
+
+    return bcast(x, dim)  # through the bcast rules: j-free factors move out (a fixed point of make)
 
 
 def _add_rules(args, attrs):
