@@ -30,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ot import BLUR, SCALING, _data  # noqa: E402
 
+from lazygeom import Vi, Vj  # noqa: E402
 from lazygeom.ot import sinkhorn  # noqa: E402
 from lazygeom.ot.hierarchy import build_trees  # noqa: E402
 
@@ -37,8 +38,6 @@ TAU = 5.0
 
 
 def exact_fraction(X, Y, f, g, eps: float) -> float:
-    from lazygeom import Vi, Vj
-
     e = Vi(f[:, None]) + Vj(g[:, None]) - Vi(X).sqdist(Vj(Y)) / 2
     return float((e + TAU * eps).step().sum(dim=1).sum()) / (X.shape[0] * Y.shape[0])
 
@@ -52,13 +51,14 @@ def row_exact_fraction(X, Y, f, g, blocks, eps: float) -> float:
     bid = torch.repeat_interleave(torch.arange(nb), ch[:, 1] - ch[:, 0])
     YJ = blocks.points.double()
     d = Y - YJ[bid]
+    D = d.shape[1]
     gc = g - torch.zeros(nb, dtype=torch.float64).index_add_(0, bid, g)[bid] / size[bid]
-    num = torch.zeros(nb, 3, dtype=torch.float64).index_add_(0, bid, d * gc[:, None])
-    den = torch.zeros(nb, 3, dtype=torch.float64).index_add_(0, bid, d * d).clamp(min=1e-12)
+    num = torch.zeros(nb, D, dtype=torch.float64).index_add_(0, bid, d * gc[:, None])
+    den = torch.zeros(nb, D, dtype=torch.float64).index_add_(0, bid, d * d).clamp(min=1e-12)
     v = num / den
     G = torch.full((nb,), -torch.inf, dtype=torch.float64).scatter_reduce_(
         0, bid, g - (v[bid] * d).sum(1) - (d * d).sum(1) / 2, "amax")
-    h = torch.zeros(nb, 3, dtype=torch.float64).scatter_reduce_(0, bid[:, None].expand(-1, 3), d.abs(), "amax")
+    h = torch.zeros(nb, D, dtype=torch.float64).scatter_reduce_(0, bid[:, None].expand(-1, D), d.abs(), "amax")
     visited = 0.0
     for s in range(0, X.shape[0], 2048):  # (2048, nb) bounds at a time
         diff = X[s:s + 2048, None, :] - YJ[None]

@@ -26,7 +26,8 @@ from .algebra import (
     unary,
     vsum,
 )
-from .registry import OpSpec, broadcast_dims, broadcast_shapes, register, same_dim, scalar_dim
+from .registry import (NEGATIVE, POSITIVE, UNKNOWN, OpSpec, broadcast_dims, broadcast_shapes, register, same_dim,
+                       scalar_dim)
 
 
 def _reg(name, arity, dim_rule, vjp, impl, domains=None, flat=False, doc="", sign=None):
@@ -45,13 +46,13 @@ def _reg(name, arity, dim_rule, vjp, impl, domains=None, flat=False, doc="", sig
     )
 
 
-# --- sign rules (see lazygeom.formula.sign): 1 means >= 0, -1 means <= 0, 0 unknown, nan aside.
+# --- sign rules (see lazygeom.formula.sign): POSITIVE (>= 0), NEGATIVE (<= 0), UNKNOWN; nan aside.
 # Only rules that hold for every non-nan value, infinities and -0.0 included (hence no rule for
 # division or inverses: 1 / -0.0 = -inf although -0.0 >= 0).
 
 
 def _nonneg(s, n):
-    return 1
+    return POSITIVE
 
 
 def _same(s, n):
@@ -64,17 +65,17 @@ def _flip(s, n):
 
 def _agree(s, n):
     """All arguments of one known sign: that sign (add, concat, ...)."""
-    return s[0] if s[0] != 0 and all(v == s[0] for v in s) else 0
+    return s[0] if s[0] != UNKNOWN and all(v == s[0] for v in s) else UNKNOWN
 
 
 def _product(s, n):
     """mul and dot: x * x >= 0 (nodes are hash-consed: the same value is the same node)."""
-    return 1 if n.args[0] is n.args[1] else s[0] * s[1]
+    return POSITIVE if n.args[0] is n.args[1] else s[0] * s[1]  # the signs multiply: +1, -1, 0
 
 
 def _const_sign(s, n):
     value = n.attrs[0]
-    return 1 if value > 0 else -1 if value < 0 else 1 if value == 0 else 0  # nan: unknown
+    return POSITIVE if value >= 0 else NEGATIVE if value < 0 else UNKNOWN  # nan: unknown
 
 
 def _no_grad(n, g):
@@ -169,7 +170,7 @@ _unary_op(
 
 def _pow_sign(s, n):
     (k,) = n.attrs  # x**k >= 0 for an even k >= 0; an odd k keeps the sign; k < 0: 1/-0.0 = -inf
-    return (1 if k % 2 == 0 else s[0]) if k >= 0 else 0
+    return (POSITIVE if k % 2 == 0 else s[0]) if k >= 0 else UNKNOWN
 
 
 def _pow_impl(T, x, attrs):
@@ -225,9 +226,9 @@ def _minmax_vjp(first_wins):
 
 
 _binary_op("min2", lambda T, a, b: T.minimum(a, b), _minmax_vjp(lambda a, b: sub(b, a)), doc="elementwise min",
-           sign=lambda s, n: -1 if -1 in s else _agree(s, n))
+           sign=lambda s, n: NEGATIVE if NEGATIVE in s else _agree(s, n))
 _binary_op("max2", lambda T, a, b: T.maximum(a, b), _minmax_vjp(lambda a, b: sub(a, b)), doc="elementwise max",
-           sign=lambda s, n: 1 if 1 in s else _agree(s, n))
+           sign=lambda s, n: POSITIVE if POSITIVE in s else _agree(s, n))
 
 
 def _ifelse_vjp(n, g):

@@ -19,8 +19,11 @@ VJPRule = Callable[[Any, Any], tuple]
 #: ``impl(T, *arg_tensors, attrs=...)`` evaluates the op on tensors shaped ``(..., dim)``.
 TorchImpl = Callable[..., Any]
 #: ``sign(arg_signs, node)``: what is known of the sign of the node's value (every component, nan
-#: aside) from its arguments' signs (see :mod:`lazygeom.formula.sign`): 1 (>= 0), -1 (<= 0), 0 (unknown).
+#: aside) from its arguments' signs (see :mod:`lazygeom.formula.sign`): POSITIVE (>= 0), NEGATIVE
+#: (<= 0) or UNKNOWN.
 SignRule = Callable[[tuple[int, ...], Any], int]
+#: the values of a sign rule
+POSITIVE, NEGATIVE, UNKNOWN = 1, -1, 0
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,7 @@ one gives ``UNKNOWN``, variables too.
 from __future__ import annotations
 
 from .node import Node, walk_many
-from .registry import get_op
-
-POSITIVE, NEGATIVE, UNKNOWN = 1, -1, 0
+from .registry import NEGATIVE, POSITIVE, UNKNOWN, get_op
 
 
 def signs(roots) -> dict[int, int]:
