@@ -1,7 +1,7 @@
-"""The C++ kernel template: one row i per OpenMP iteration, SIMD over W j-lanes, tiles of j.
+"""The C++ kernel template: blocks of rows i per OpenMP iteration, SIMD over W j-lanes, tiles of j.
 
-Only the reduction-specific parts differ between kinds: the state (per lane, per tile and per
-row), its update with one vector of formula values, the merge of a tile's lanes into the row
+Only the reduction-specific parts differ between kinds: the state (per lane, per tile, and per
+row as members of a struct ``St``), its update with one vector of formula values, the merge of a tile's lanes into the row
 state (in double precision, which keeps float32 sums over 1e5+ terms accurate), and the final
 write. The formula itself comes from :mod:`render`.
 
@@ -29,13 +29,13 @@ def _ptrs(cats: tuple[int, ...], dims: tuple[int, ...]) -> list[str]:
 
 
 def _parts(**kw) -> dict:
-    keys = ("init", "tile_init", "update", "mid", "pass2", "flush", "final")
+    keys = ("state", "tile_init", "update", "mid", "pass2", "flush", "final")
     return {k: kw.get(k, []) for k in keys}
 
 
 def _sum_parts(f, E):
     return _parts(
-        init=["double acc[%d] = {0};" % E],
+        state=[("double", "acc", E, "0")],
         tile_init=[f"vec tacc{e} = bc(0);" for e in range(E)],
         update=[f"tacc{e} += vsel(valid, {f[e]}, bc(0));" for e in range(E)],
         flush=[f"acc[{e}] += hsum(tacc{e});" for e in range(E)],
@@ -66,15 +66,16 @@ def _lse_parts(red: Reduction, f, w, E):
     else:
         for e in range(E):
             qs[group(e)].append(f"s{e}")
-    init = [f"double M{g} = -LG_INF;" for g in range(G)]
+    state = [("double", f"M{g}", None, "-LG_INF") for g in range(G)]
     if not ssmw:  # (SumSoftMaxWeight of such a row is 0 / 0 = nan already)
-        init += [f"bool nan{g} = false;" for g in range(G)]
-    init += [f"double S_{q} = 0;" for g in range(G) for q in qs[g]]
-    init += [f"vec bF{g}[{TILE_LSE} / W];" for g in range(G)]
+        state += [("bool", f"nan{g}", None, "false") for g in range(G)]
+    state += [("double", f"S_{q}", None, "0") for g in range(G) for q in qs[g]]
+    # the tile's scores (and weights), from pass 1 to pass 2
+    tile_init = [f"vec bF{g}[{TILE_LSE} / W];" for g in range(G)]
     weighted = ssmw or w is not None
     if weighted:
-        init += [f"vec bV{e}[{TILE_LSE} / W];" for e in range(E)]
-    tile_init = [f"vec tm{g} = bc(-LG_INF);" for g in range(G)]
+        tile_init += [f"vec bV{e}[{TILE_LSE} / W];" for e in range(E)]
+    tile_init += [f"vec tm{g} = bc(-LG_INF);" for g in range(G)]
     tile_init += [f"vec {q} = bc(0);" for g in range(G) for q in qs[g]]
     update = []
     for g in range(G):
@@ -113,14 +114,14 @@ def _lse_parts(red: Reduction, f, w, E):
     else:
         final = [f"out[orow * {E} + {e}] = nan{group(e)} ? LG_NAN : (scalar)(M{group(e)} + lg::log(S_s{e}));"
                  for e in range(E)]
-    return _parts(init=init, tile_init=tile_init, update=update, mid=mid, pass2=pass2, flush=flush, final=final)
+    return _parts(state=state, tile_init=tile_init, update=update, mid=mid, pass2=pass2, flush=flush, final=final)
 
 
 def _select_parts(red: Reduction, f, E):
     which, _ = SELECTION[red.kind]
     lt = "<" if which == "min" else ">"
     fill = "LG_INF" if which == "min" else "-LG_INF"
-    init = [f"vec bv{e} = bc({fill}); ivec bk{e} = ibc(0);" for e in range(E)]
+    state = [s for e in range(E) for s in (("vec", f"bv{e}", None, f"bc({fill})"), ("ivec", f"bk{e}", None, "ibc(0)"))]
     update = []
     for e in range(E):
         update += [
@@ -135,13 +136,12 @@ def _select_parts(red: Reduction, f, E):
             f"if (bv{e}[l] {lt} v || (bv{e}[l] == v && bk{e}[l] < k)) {{ v = bv{e}[l]; k = bk{e}[l]; }} "
             f"out[orow * {E} + {e}] = v; outk[orow * {E} + {e}] = k; }}"
         )
-    return _parts(init=init, update=update, final=final)
+    return _parts(state=state, update=update, final=final)
 
 
 def _kmin_parts(red: Reduction, f, E):
     K = red.K
-    init = [f"scalar kv{e}[{K}]; int64_t kk{e}[{K}]; "
-            f"for (int k = 0; k < {K}; ++k) {{ kv{e}[k] = LG_INF; kk{e}[k] = 0; }}" for e in range(E)]
+    state = [s for e in range(E) for s in (("scalar", f"kv{e}", K, "LG_INF"), ("int64_t", f"kk{e}", K, "0"))]
     update = []
     for e in range(E):
         update.append(
@@ -155,15 +155,38 @@ def _kmin_parts(red: Reduction, f, E):
         )
     final = [f"for (int k = 0; k < {K}; ++k) {{ out[(orow * {K} + k) * {E} + {e}] = kv{e}[k]; "
              f"outk[(orow * {K} + k) * {E} + {e}] = kk{e}[k]; }}" for e in range(E)]
-    return _parts(init=init, update=update, final=final)
+    return _parts(state=state, update=update, final=final)
 
 
 def _ind(lines: list[str], n: int) -> str:
     return "\n".join(" " * n + s for s in lines)
 
 
+def _state(state) -> tuple[list[str], list[str], list[str], list[str]]:
+    """The row state's struct members, its initialisation (on ``S``), and the statements that bind
+    it to the names the parts use (scalars and vectors copied in and back, so that they live in
+    registers during a tile; arrays by reference)."""
+    members, init, bind, unbind = [], [], [], []
+    for ctype, name, n, value in state:
+        if n is None:
+            members.append(f"{ctype} {name};")
+            init.append(f"S.{name} = {value};")
+            bind.append(f"{ctype} {name} = S.{name};")
+            unbind.append(f"S.{name} = {name};")
+        else:
+            members.append(f"{ctype} {name}[{n}];")
+            init.append(f"for (int k = 0; k < {n}; ++k) S.{name}[k] = {value};")
+            bind.append(f"{ctype} (&{name})[{n}] = S.{name};")
+    return members, init, bind, unbind
+
+
 def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...], per_range: bool = False) -> str:
     """The C++ source of one kernel (without the scalar type, set by -DLG_SCALAR).
+
+    Rows are processed in blocks of up to ``RB`` that share their ranges: each tile of j is loaded
+    once into the cache and used by every row of the block, whose states persist across tiles.
+    (Row after row, each row would stream every j-variable from L3 or memory: at D = 3 with a
+    3-vector weight this bandwidth, not arithmetic, was the bound.)
 
     ``per_range``: one result per (row, listed range) instead of per row: the state is reset at
     every range and written at ``out_offset[row] + r`` (see :class:`lazygeom.backends.Call`).
@@ -184,24 +207,33 @@ def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...], per_r
     else:
         raise NotImplementedError(f"the CPU backend runs {red.kind!r} through its pair kind")
     tile = TILE_LSE if red.kind in ("lse", "ssmw") else TILE
-    init, tile_init, update, mid, pass2, flush, final = (parts[k] for k in
-                                                         ("init", "tile_init", "update", "mid", "pass2", "flush", "final"))
-    if per_range:  # the state lives for one range; its result goes to the range's slot
-        row_init, range_init = [], init
-        row_final, range_final = [], ["const int64_t orow = out_offset[row] + r;"] + final
-    else:
-        row_init, range_init = init, []
-        row_final, range_final = ["const int64_t orow = row;"] + final, []
+    tile_init, update, mid, pass2, flush, final = (parts[k] for k in
+                                                   ("tile_init", "update", "mid", "pass2", "flush", "final"))
+    members, init, bind, unbind = _state(parts["state"])
+    rows_init = ["for (int64_t row = s0; row < s1; ++row) {", "  St& S = st[row - s0];",
+                 *("  " + x for x in init), "}"]
+    orow = "out_offset[row] + r" if per_range else "row"
+    rows_final = ["for (int64_t row = s0; row < s1; ++row) {", "  St& S = st[row - s0];",
+                  *("  " + x for x in bind), f"  const int64_t orow = {orow};", *("  " + x for x in final), "}"]
+    # per-range calls: the state lives for one range and its result goes to the range's slot
+    run_init, range_init = ([], rows_init) if per_range else (rows_init, [])
+    range_final, run_final = (rows_final, []) if per_range else ([], rows_final)
     second = ""
     if pass2:
         second = f"""{{
-{_ind(mid, 8)}
-        for (int64_t j = j0; j < j1; j += W) {{
-{_ind(pass2, 10)}
-        }}
-      }}"""
+{_ind(mid, 10)}
+          for (int64_t j = j0; j < j1; j += W) {{
+{_ind(pass2, 12)}
+          }}
+        }}"""
     return f"""// generated by lazygeom: {red.kind} over j
 #include "lgmath.hpp"
+
+struct St {{
+{_ind(members or ["char unused;"], 2)}
+}};
+// rows per block: a block's states stay within 16 KiB
+constexpr int64_t RB = sizeof(St) * 32 <= 16384 ? 32 : (16384 / sizeof(St) > 0 ? 16384 / sizeof(St) : 1);
 
 // row_cluster (ni), slices (clusters) and redranges (2 per range) describe block-sparse ranges;
 // all three are null for a dense reduction over [0, nj).
@@ -212,46 +244,59 @@ extern "C" int lg_kernel(int64_t nb, int64_t ni, int64_t nj, int64_t njp, const 
                          const int64_t* out_offset) {{
   ivec lane;
   for (int l = 0; l < W; ++l) lane[l] = l;
-  #pragma omp parallel for schedule(dynamic, 64) num_threads(nthreads)
-  for (int64_t row = 0; row < nb * ni; ++row) {{
-    const int64_t b = row / ni, i = row % ni;
-    (void)b; (void)i;
-    const int64_t dense[2] = {{0, nj}};
-    const int64_t* jr = dense;
-    int64_t nr = 1;
-    if (row_cluster) {{
-      const int64_t c = row_cluster[i];
-      const int64_t r0 = c > 0 ? slices[c - 1] : 0;
-      jr = redranges + 2 * r0;
-      nr = c < 0 ? 0 : slices[c] - r0;
-    }}
-{_ind(_ptrs(cats, dims), 4)}
-{_ind(hoisted, 4)}
-{_ind(row_init, 4)}
-    for (int64_t r = 0; r < nr; ++r) {{
-{_ind(range_init, 4)}
-    for (int64_t j0 = jr[2 * r]; j0 < jr[2 * r + 1]; j0 += {tile}) {{
-      const int64_t j1 = j0 + {tile} < jr[2 * r + 1] ? j0 + {tile} : jr[2 * r + 1];
-{_ind(tile_init, 6)}
-      // full vectors need no mask (the constant mask folds away); the last one is masked
-      const int64_t jfull = j0 + (j1 - j0) / W * W;
-      for (int64_t j = j0; j < jfull; j += W) {{
-        const ivec valid = ibc(-1);
-{_ind(body, 8)}
-{_ind(update, 8)}
+  const int64_t nrows = nb * ni, nblocks = (nrows + RB - 1) / RB;
+  #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+  for (int64_t blk = 0; blk < nblocks; ++blk) {{
+    St st[RB];
+    const int64_t q1 = (blk + 1) * RB < nrows ? (blk + 1) * RB : nrows;
+    // runs of rows of one batch and one cluster: the same ranges of j
+    for (int64_t s0 = blk * RB, s1; s0 < q1; s0 = s1) {{
+      const int64_t b = s0 / ni;
+      const int64_t c = row_cluster ? row_cluster[s0 % ni] : 0;
+      for (s1 = s0 + 1; s1 < q1 && s1 / ni == b && (!row_cluster || row_cluster[s1 % ni] == c); ++s1) {{}}
+      const int64_t dense[2] = {{0, nj}};
+      const int64_t* jr = dense;
+      int64_t nr = 1;
+      if (row_cluster) {{
+        const int64_t r0 = c > 0 ? slices[c - 1] : 0;
+        jr = redranges + 2 * r0;
+        nr = c < 0 ? 0 : slices[c] - r0;
       }}
-      if (jfull < j1) {{
-        const int64_t j = jfull;
-        const ivec valid = (ibc((iscalar)(j - j1)) + lane) < 0;
-{_ind(body, 8)}
-{_ind(update, 8)}
+{_ind(run_init, 6)}
+      for (int64_t r = 0; r < nr; ++r) {{
+{_ind(range_init, 8)}
+        for (int64_t j0 = jr[2 * r]; j0 < jr[2 * r + 1]; j0 += {tile}) {{
+          const int64_t j1 = j0 + {tile} < jr[2 * r + 1] ? j0 + {tile} : jr[2 * r + 1];
+          // full vectors need no mask (the constant mask folds away); the last one is masked
+          const int64_t jfull = j0 + (j1 - j0) / W * W;
+          for (int64_t row = s0; row < s1; ++row) {{
+            const int64_t i = row % ni;
+            (void)i;
+            St& S = st[row - s0];
+{_ind(_ptrs(cats, dims), 12)}
+{_ind(hoisted, 12)}
+{_ind(bind, 12)}
+{_ind(tile_init, 12)}
+            for (int64_t j = j0; j < jfull; j += W) {{
+              const ivec valid = ibc(-1);
+{_ind(body, 14)}
+{_ind(update, 14)}
+            }}
+            if (jfull < j1) {{
+              const int64_t j = jfull;
+              const ivec valid = (ibc((iscalar)(j - j1)) + lane) < 0;
+{_ind(body, 14)}
+{_ind(update, 14)}
+            }}
+            {second}
+{_ind(flush, 12)}
+{_ind(unbind, 12)}
+          }}
+        }}
+{_ind(range_final, 8)}
       }}
-      {second}
-{_ind(flush, 6)}
+{_ind(run_final, 6)}
     }}
-{_ind(range_final, 4)}
-    }}
-{_ind(row_final, 4)}
   }}
   return 0;
 }}
