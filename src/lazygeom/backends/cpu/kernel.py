@@ -1,9 +1,9 @@
 """The C++ kernel template: blocks of rows i per OpenMP iteration, SIMD over W j-lanes, tiles of j.
 
 Only the reduction-specific parts differ between kinds: the state (per lane, per tile, and per
-row as members of a struct ``St``), its update with one vector of formula values, the merge of a tile's lanes into the row
-state (in double precision, which keeps float32 sums over 1e5+ terms accurate), and the final
-write. The formula itself comes from :mod:`render`.
+row as members of a struct ``St``), its update with one vector of formula values, the merge of a
+tile's lanes into the row state (in double precision, which keeps float32 sums over 1e5+ terms
+accurate), and the final write. The formula itself comes from :mod:`render`.
 
 Layouts (prepared by :mod:`.backend`): i-variables ``(nb, ni, D)``, j-variables transposed and
 padded ``(nb, D, njp)`` with ``njp`` a multiple of W, parameters ``(nb, D)``; outputs
