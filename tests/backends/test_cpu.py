@@ -249,6 +249,22 @@ def test_knn_fast_path_matches_dense(dtype, D):
     assert torch.allclose(gx.double(), gd, rtol=tol * 10, atol=tol * 10)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_knn_fast_path_over_several_row_and_column_blocks(dtype):
+    """Sizes past the kernel's row block (240), column block (512) and panels (6 rows, 2 vectors),
+    none of them multiples: every row and column is reached once."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1001, 20, generator=g, dtype=dtype)
+    y = torch.randn(1203, 20, generator=g, dtype=dtype)
+    from lazygeom import Vi, Vj
+
+    vals, idx = Vi(x).sqdist(Vj(y)).Kmin_argKmin(10, dim=1, backend="cpu")
+    ref_v, ref_i = torch.sort(((x.double()[:, None] - y.double()[None]) ** 2).sum(-1), dim=-1, stable=True)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(vals.double(), ref_v[:, :10], rtol=tol, atol=tol)
+    assert torch.equal(idx, ref_i[:, :10])
+
+
 def test_cache_command(tmp_path, monkeypatch, capsys):
     from lazygeom.cli import main
 

@@ -83,6 +83,8 @@ def _knn(x: torch.Tensor, y: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.
     mp = -(-m // step) * step
     yT = torch.zeros(y.shape[1], mp, dtype=y.dtype)
     yT[:, :m] = y.T
+    # packed by column panels (mp / step, D, step): the micro-kernel reads each panel sequentially
+    yT = yT.reshape(y.shape[1], mp // step, step).transpose(0, 1).contiguous()
     y2 = torch.full((mp,), float("inf"), dtype=y.dtype)
     y2[:m] = (y * y).sum(1)
     y = y.contiguous()

@@ -1,9 +1,13 @@
 // lazygeom: K nearest neighbours for squared Euclidean distances at larger D (see blas_knn.py).
 //
-// A register-blocked product: each step computes a 4-row by 2W-column block of <x_i, y_j> in
-// eight vector accumulators (one FMA per pair and coordinate, as in a GEMM micro-kernel), turns
+// A register-blocked product: each step computes a 6-row by 2W-column block of <x_i, y_j> in
+// twelve vector accumulators (one FMA per pair and coordinate, as in a GEMM micro-kernel), turns
 // it into |x_i|^2 + |y_j|^2 - 2 <x_i, y_j> and merges it into the rows' sorted K-lists right away:
 // the N x M distance matrix is never written to memory. Most candidates fail the threshold test.
+// Both operands are packed by panels, as a GEMM packs them: y by 2W columns (D, 2W) by the caller,
+// x by 6 rows (D, 6) here, so that the micro-kernel reads two sequential streams (with one pointer
+// per row, the row pointers spilled to the stack and every step reloaded them: 0.42 -> 0.33 s for
+// K = 10, D = 50, N = M = 20 000 on 2 AVX2 cores).
 #include "lgmath.hpp"
 
 LG_INLINE void lg_insert(scalar* v, int64_t* k, int K, scalar s, int64_t j) {
@@ -13,7 +17,6 @@ LG_INLINE void lg_insert(scalar* v, int64_t* k, int K, scalar s, int64_t j) {
   k[p] = j;
 }
 
-// x: (n, D) rows; yT: (D, mp) transposed, zero-padded; y2: (mp) squared norms, +inf in the padding;
 // Exact re-ranking: the expansion loses accuracy for near points, so the Kc >= K candidates kept
 // get their distances recomputed as sum (x - y)^2, and the K best are written sorted by (value,
 // index): values are exact and ties keep the smallest index, as in every other backend.
@@ -35,8 +38,8 @@ LG_INLINE void lg_rerank(const scalar* xi, const scalar* y, int64_t D, int Kc, i
   }
 }
 
-// x: (n, D), y: (m, D) rows; yT: (D, mp) transposed, zero-padded; y2: (mp) squared norms, +inf in
-// the padding; bv, bk: (n, Kc) candidate buffers; ov, ok: (n, K) outputs.
+// x: (n, D), y: (m, D) rows; yT: (mp / 2W, D, 2W) packed column panels, zero-padded; y2: (mp)
+// squared norms, +inf in the padding; bv, bk: (n, Kc) candidate buffers; ov, ok: (n, K) outputs.
 extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, const scalar* __restrict x,
                               const scalar* __restrict y, const scalar* __restrict yT,
                               const scalar* __restrict y2, int Kc, int Kout, scalar* __restrict bv,
@@ -48,7 +51,12 @@ extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, const scalar* __
   // D x JC slice of y stays in L2 while every row block of the IC rows uses it (streaming all of
   // y once per row block made this kernel memory-bound).
   constexpr int64_t IC = 240, JC = 512;
-  #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+  static_assert(IC % R == 0, "row panels tile the row block");
+  #pragma omp parallel num_threads(nthreads)
+  {
+  // x packed by panels of R rows, (IC / R, D, R): the micro-kernel's broadcasts walk one pointer
+  scalar* xp = (scalar*)__builtin_malloc(sizeof(scalar) * IC * D);
+  #pragma omp for schedule(dynamic, 1)
   for (int64_t ib = 0; ib < n; ib += IC) {
     const int64_t iend = ib + IC < n ? ib + IC : n;
     scalar x2[IC];
@@ -58,42 +66,41 @@ extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, const scalar* __
       x2[i - ib] = s;
       for (int q = 0; q < K; ++q) { bv[i * K + q] = LG_INF; bk[i * K + q] = 0; }
     }
+    for (int64_t q = 0; q < IC; ++q) {  // a short block repeats its last row (computed, unwritten)
+      const scalar* xi = x + (ib + q < iend ? ib + q : iend - 1) * D;
+      scalar* dst = xp + (q / R) * D * R + q % R;
+      for (int64_t k = 0; k < D; ++k) dst[k * R] = xi[k];
+    }
     for (int64_t jb = 0; jb < mp; jb += JC) {
       const int64_t jend = jb + JC < mp ? jb + JC : mp;
-      for (int64_t i0 = ib; i0 < iend; i0 += R) {
-        int64_t rows[R];
-        scalar worst[R];
-        const scalar* xr[R];
-        for (int r = 0; r < R; ++r) {
-          rows[r] = i0 + r < iend ? i0 + r : iend - 1;  // a short block recomputes its last row, unwritten
-          worst[r] = bv[rows[r] * K + K - 1];
-          xr[r] = x + rows[r] * D;
-        }
-        for (int64_t j = jb; j < jend; j += 2 * W) {
+      for (int64_t j = jb; j < jend; j += 2 * W) {
+        const scalar* yp = yT + j * D;  // packed: (mp / 2W, D, 2W); this panel stays in L1
+        for (int64_t i0 = ib; i0 < iend; i0 += R) {
           vec acc[R][2];
           for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = bc(0);
-          const scalar* yk = yT + j;
-          for (int64_t k = 0; k < D; ++k, yk += mp) {
+          const scalar* yk = yp;
+          const scalar* xk = xp + (i0 - ib) * D;
+          for (int64_t k = 0; k < D; ++k, yk += 2 * W, xk += R) {
             const vec y0 = vload(yk), y1 = vload(yk + W);
             for (int r = 0; r < R; ++r) {
-              const vec b = bc(xr[r][k]);
+              const vec b = bc(xk[r]);
               acc[r][0] += b * y0;
               acc[r][1] += b * y1;
             }
           }
-          for (int r = 0; r < R; ++r) {
-            if (i0 + r >= iend) break;
+          for (int r = 0; r < R && i0 + r < iend; ++r) {
+            const int64_t i = i0 + r;
+            scalar worst = bv[i * K + K - 1];
             for (int h = 0; h < 2; ++h) {
-              const vec d = bc(x2[rows[r] - ib]) + vload(y2 + j + h * W) - bc(2) * acc[r][h];
-              const ivec hit = d < bc(worst[r]);
-              iscalar any = 0;
-              for (int l = 0; l < W; ++l) any |= hit[l];
-              if (!any) continue;
-              for (int l = 0; l < W; ++l)
-                if (d[l] < worst[r]) {
-                  lg_insert(bv + rows[r] * K, bk + rows[r] * K, K, d[l], j + h * W + l);
-                  worst[r] = bv[rows[r] * K + K - 1];
+              const vec d = bc(x2[i - ib]) + vload(y2 + j + h * W) - bc(2) * acc[r][h];
+              // the lanes under the threshold, in order (the threshold falls as they enter)
+              for (unsigned m = lane_bits(d < bc(worst)); m; m &= m - 1) {
+                const int l = __builtin_ctz(m);
+                if (d[l] < worst) {
+                  lg_insert(bv + i * K, bk + i * K, K, d[l], j + h * W + l);
+                  worst = bv[i * K + K - 1];
                 }
+              }
             }
           }
         }
@@ -101,5 +108,7 @@ extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, const scalar* __
     }
     for (int64_t i = ib; i < iend; ++i)
       lg_rerank(x + i * D, y, D, Kc, Kout, bk + i * Kc, ov + i * Kout, ok + i * Kout);
+  }
+  __builtin_free(xp);
   }
 }

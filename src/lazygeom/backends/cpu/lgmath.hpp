@@ -85,6 +85,22 @@ LG_INLINE vec v_max(vec a, vec b) { return __builtin_ia32_maxps256(b, a); }
 LG_INLINE vec v_min(vec a, vec b) { return vsel(b < a, b, a); }
 LG_INLINE vec v_max(vec a, vec b) { return vsel(b > a, b, a); }
 #endif
+// lane_bits(m): bit l set when lane l of the comparison mask m is (one vmovmskps / vmovmskpd with
+// AVX; a lane loop compiles to a chain of extracts, which in kNN's threshold test cost as much as
+// the products)
+#if defined(__AVX__) && LG_VBYTES == 32
+#if LG_DOUBLE
+LG_INLINE unsigned lane_bits(ivec m) { return (unsigned)__builtin_ia32_movmskpd256(as_vec(m)); }
+#else
+LG_INLINE unsigned lane_bits(ivec m) { return (unsigned)__builtin_ia32_movmskps256(as_vec(m)); }
+#endif
+#else
+LG_INLINE unsigned lane_bits(ivec m) {
+  unsigned a = 0;
+  for (int l = 0; l < W; ++l) a |= (m[l] != 0 ? 1u : 0u) << l;
+  return a;
+}
+#endif
 LG_INLINE scalar hmax(vec a) {
   scalar m = a[0];
   for (int l = 1; l < W; ++l) m = a[l] > m ? a[l] : m;
