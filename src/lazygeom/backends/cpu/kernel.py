@@ -146,10 +146,10 @@ def _kmin_parts(red: Reduction, f, E):
     for e in range(E):
         update.append(
             f"{{ const vec F = {f[e] if len(f) > 1 else f[0]}; "
-            f"const ivec c = (F < bc(kv{e}[{K - 1}])) & valid; iscalar any = 0; "
-            f"for (int l = 0; l < W; ++l) any |= c[l]; "
-            f"if (any) for (int l = 0; l < W; ++l) {{ const scalar v = F[l]; "
-            f"if (c[l] && v < kv{e}[{K - 1}]) {{ int p = {K - 1}; "
+            f"const ivec c = (F < bc(kv{e}[{K - 1}])) & valid; "
+            f"for (unsigned m = lane_bits(c); m; m &= m - 1) {{ "
+            f"const int l = __builtin_ctz(m); const scalar v = F[l]; "
+            f"if (v < kv{e}[{K - 1}]) {{ int p = {K - 1}; "
             f"while (p > 0 && kv{e}[p - 1] > v) {{ kv{e}[p] = kv{e}[p - 1]; kk{e}[p] = kk{e}[p - 1]; --p; }} "
             f"kv{e}[p] = v; kk{e}[p] = j + l; }} }} }}"
         )
