@@ -265,6 +265,43 @@ def test_knn_fast_path_over_several_row_and_column_blocks(dtype):
     assert torch.equal(idx, ref_i[:, :10])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_knn_fast_path_takes_every_spelling_of_distances_and_inner_products(dtype, monkeypatch):
+    """``((x - y) ** 2).sum(-1)``, ``|y - x|^2``, ``<x, y>``, ``(x * y).sum(-1)`` and ``-<x, y>`` (the
+    largest inner products) take the fused kernel, with exact values and ties to the first index."""
+    from lazygeom import Vi, Vj
+    from lazygeom.backends.cpu import blas_knn
+
+    signs = []
+    run = blas_knn.run
+    monkeypatch.setattr(blas_knn, "run", lambda call, args, ix, iy, sign: signs.append(sign) or
+                        run(call, args, ix, iy, sign))
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(517, 24, generator=g, dtype=dtype)
+    y = torch.randn(611, 24, generator=g, dtype=dtype)
+    y[300] = y[20]  # exact ties, in distance and in inner product
+    X, Y = Vi(x), Vj(y)
+    xd, yd = x.double(), y.double()
+    d2 = ((xd[:, None] - yd[None]) ** 2).sum(-1)
+    ip = xd @ yd.T
+    cases = [(((X - Y) ** 2).sum(-1), d2, 0), (((Y - X) ** 2).sum(-1), d2, 0), (X | Y, ip, 1),
+             ((X * Y).sum(-1), ip, 1), (-(X | Y), -ip, -1), (-(Y | X), -ip, -1)]
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for F, ref, sign in cases:
+        signs.clear()
+        vals, idx = F.Kmin_argKmin(7, dim=1, backend="cpu")
+        am = F.argmin(dim=1, backend="cpu")
+        assert signs == [sign, sign]
+        ref_v, ref_i = torch.sort(ref, dim=1, stable=True)
+        assert torch.allclose(vals.double(), ref_v[:, :7], rtol=tol, atol=tol), sign
+        assert torch.equal(idx, ref_i[:, :7]), sign
+        assert torch.equal(am[:, 0], ref_i[:, 0]), sign
+    signs.clear()
+    (-X.sqdist(Y)).argKmin(3, dim=1, backend="cpu")  # the farthest points: the generated loop
+    Vi(x[:, :8]).sqdist(Vj(y[:, :8])).argKmin(3, dim=1, backend="cpu")  # D < 16: the generated loop
+    assert signs == []
+
+
 def test_cache_command(tmp_path, monkeypatch, capsys):
     from lazygeom.cli import main
 

@@ -1,8 +1,10 @@
-"""K-nearest neighbours through blocked matrix products, for squared distances at larger D.
+"""K-nearest neighbours through blocked matrix products, for squared distances and inner products
+at larger D.
 
 For ``F = |x_i - y_j|^2`` reduced with K-min or min, the generated loop spends a subtraction and a
 multiply-add per pair and coordinate, reloading y for every row. Here, as FAISS does, distances
-come from ``|x|^2 + |y|^2 - 2 <x, y>`` with the products register-blocked like a GEMM; unlike
+come from ``|x|^2 + |y|^2 - 2 <x, y>`` with the products register-blocked like a GEMM (and
+``F = <x_i, y_j>`` or ``-<x_i, y_j>``, the largest inner products, from the products alone); unlike
 a BLAS call plus a separate top-K pass, the fused kernel (``knn.cpp``) merges each block of
 distances into the running K-lists while it is still in registers (a GEMM writing N x M floats
 to memory ran at a third of this machine's FMA peak for D = 50). Memory stays O((N + M) D).
@@ -30,32 +32,57 @@ MIN_DIM = 16
 EXTRA = 8  # candidates kept beyond K before the exact re-ranking
 
 
-def match(call: Call) -> Optional[tuple[int, int]]:
-    """``(i-arg, j-arg)`` when the call is a K-min / min of ``|x_i - y_j|^2`` at D >= MIN_DIM."""
+def _pair(a, b) -> Optional[tuple[int, int]]:
+    """``(i-arg, j-arg)`` when a and b are an i-variable and a j-variable (either order) of D >= MIN_DIM."""
+    if a.op != "var" or b.op != "var" or a.dim < MIN_DIM or a.dim != b.dim:
+        return None
+    (ia, ca, _), (ib, cb, _) = a.attrs, b.attrs
+    if (ca, cb) == (CAT_I, CAT_J):
+        return ia, ib
+    if (ca, cb) == (CAT_J, CAT_I):
+        return ib, ia
+    return None
+
+
+def _products(f) -> Optional[tuple]:
+    """The two factors of ``dot(a, b)`` or ``sum(a * b)``; ``(s, s)`` for ``sum(square(s))``."""
+    if f.op == "dot":
+        return f.args
+    if f.op == "sum" and f.args[0].op == "mul":
+        return f.args[0].args
+    if f.op == "sum" and f.args[0].op == "square":
+        return f.args[0].args[0], f.args[0].args[0]
+    return None
+
+
+def match(call: Call) -> Optional[tuple[int, int, int]]:
+    """``(i-arg, j-arg, sign)`` when the call is a K-min / min over j at D >= MIN_DIM, without
+    ranges, of ``|x_i - y_j|^2`` (sign 0: written ``sqdist``, ``((x - y) ** 2).sum(-1)``, ...),
+    of ``<x_i, y_j>`` (sign 1) or of ``-<x_i, y_j>`` (sign -1: the largest inner products)."""
     red = call.reduction
     if red.kind not in ("kmin_argkmin", "min_argmin") or call.ranges is not None:
         return None
-    f = red.formula
-    if f.op != "dot" or f.args[0] is not f.args[1] or f.args[0].op != "sub":
+    f, sign = red.formula, 1
+    if f.op == "neg":
+        f, sign = f.args[0], -1
+    ab = _products(f)
+    if ab is None:
         return None
-    x, y = f.args[0].args
-    if x.op != "var" or y.op != "var" or x.dim < MIN_DIM:
-        return None
-    (ix, cx, _), (iy, cy, _) = x.attrs, y.attrs
-    if cx == CAT_J and cy == CAT_I:  # |y_j - x_i|^2 is the same distance
-        (ix, cx), (iy, cy) = (iy, cy), (ix, cx)
-    if (cx, cy) != (CAT_I, CAT_J):
-        return None
-    return ix, iy
+    a, b = ab
+    if a is b and a.op == "sub" and sign == 1:  # |x - y|^2 (or |y - x|^2: the same distance)
+        found = _pair(*a.args)
+        return None if found is None else (*found, 0)
+    found = _pair(a, b)
+    return None if found is None else (*found, sign)
 
 
-def run(call: Call, args, ix: int, iy: int) -> tuple[torch.Tensor, torch.Tensor]:
+def run(call: Call, args, ix: int, iy: int, sign: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs in the backend layout: ``(*batch, ni, K, 1)`` (K-min) or ``(*batch, ni, 1)`` (min)."""
     K = call.reduction.K
     batch = tuple(call.batch)
     x = args[ix].expand(*batch, call.ni, args[ix].shape[-1]).reshape(-1, call.ni, args[ix].shape[-1])
     y = args[iy].expand(*batch, call.nj, args[iy].shape[-1]).reshape(-1, call.nj, args[iy].shape[-1])
-    vals, idx = zip(*(_knn(xb, yb, K) for xb, yb in zip(x, y)))
+    vals, idx = zip(*(_knn(xb, yb, K, sign) for xb, yb in zip(x, y)))
     vals = torch.stack(vals).reshape(*batch, call.ni, K, 1)
     idx = torch.stack(idx).reshape(*batch, call.ni, K, 1)
     if call.reduction.kind == "min_argmin":
@@ -64,7 +91,7 @@ def run(call: Call, args, ix: int, iy: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 _SCALARS = {torch.float32: "float", torch.float64: "double"}
-_SIGNATURE = {"lg_knn_sqdist": ([ctypes.c_int64, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 4
+_SIGNATURE = {"lg_knn_sqdist": ([ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int] + [ctypes.c_void_p] * 4
                                 + [ctypes.c_int, ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int], None)}
 
 
@@ -75,7 +102,7 @@ def _kernel(dtype: torch.dtype):
                                 _SIGNATURE).lg_knn_sqdist
 
 
-def _knn(x: torch.Tensor, y: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _knn(x: torch.Tensor, y: torch.Tensor, K: int, sign: int) -> tuple[torch.Tensor, torch.Tensor]:
     n, m = x.shape[0], y.shape[0]
     kc = min(m, K + EXTRA)
     x = x.contiguous()
@@ -86,13 +113,13 @@ def _knn(x: torch.Tensor, y: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.
     # packed by column panels (mp / step, D, step): the micro-kernel reads each panel sequentially
     yT = yT.reshape(y.shape[1], mp // step, step).transpose(0, 1).contiguous()
     y2 = torch.full((mp,), float("inf"), dtype=y.dtype)
-    y2[:m] = (y * y).sum(1)
+    y2[:m] = (y * y).sum(1) if sign == 0 else 0
     y = y.contiguous()
     cand_v = torch.empty(n, kc, dtype=x.dtype)
     cand_k = torch.empty(n, kc, dtype=torch.int64)
     out_v = torch.empty(n, K, dtype=x.dtype)
     out_k = torch.empty(n, K, dtype=torch.int64)
-    _kernel(x.dtype)(n, mp, x.shape[1], x.data_ptr(), y.data_ptr(), yT.data_ptr(), y2.data_ptr(), kc, K,
+    _kernel(x.dtype)(n, mp, x.shape[1], sign, x.data_ptr(), y.data_ptr(), yT.data_ptr(), y2.data_ptr(), kc, K,
                      cand_v.data_ptr(), cand_k.data_ptr(), out_v.data_ptr(), out_k.data_ptr(),
                      torch.get_num_threads())
     return out_v, out_k

@@ -1,4 +1,6 @@
-// lazygeom: K nearest neighbours for squared Euclidean distances at larger D (see blas_knn.py).
+// lazygeom: K smallest values of a squared distance or an inner product at larger D (see
+// blas_knn.py). `sign` selects the value: 0 for |x_i - y_j|^2, +1 for <x_i, y_j>, -1 for
+// -<x_i, y_j> (the largest inner products).
 //
 // A register-blocked product: each step computes a 6-row by 2W-column block of <x_i, y_j> in
 // twelve vector accumulators (one FMA per pair and coordinate, as in a GEMM micro-kernel), turns
@@ -18,15 +20,19 @@ LG_INLINE void lg_insert(scalar* v, int64_t* k, int K, scalar s, int64_t j) {
 }
 
 // Exact re-ranking: the expansion loses accuracy for near points, so the Kc >= K candidates kept
-// get their distances recomputed as sum (x - y)^2, and the K best are written sorted by (value,
-// index): values are exact and ties keep the smallest index, as in every other backend.
-LG_INLINE void lg_rerank(const scalar* xi, const scalar* y, int64_t D, int Kc, int K, const int64_t* ck,
+// get their values recomputed as the formula reads (sum (x - y)^2, or +-sum x y), and the K best are written sorted by (value, index): values are exact and
+// ties keep the smallest index, as in every other backend.
+LG_INLINE void lg_rerank(const scalar* xi, const scalar* y, int64_t D, int sign, int Kc, int K, const int64_t* ck,
                          scalar* ov, int64_t* ok) {
   for (int q = 0; q < K; ++q) { ov[q] = LG_INF; ok[q] = 0; }
   for (int c = 0; c < Kc; ++c) {
     const scalar* yj = y + ck[c] * D;
     scalar s = 0;
-    for (int64_t k = 0; k < D; ++k) s += (xi[k] - yj[k]) * (xi[k] - yj[k]);
+    if (sign == 0)
+      for (int64_t k = 0; k < D; ++k) s += (xi[k] - yj[k]) * (xi[k] - yj[k]);
+    else
+      for (int64_t k = 0; k < D; ++k) s += xi[k] * yj[k];
+    if (sign < 0) s = -s;
     if (s < ov[K - 1] || (s == ov[K - 1] && ck[c] < ok[K - 1])) {
       int p = K - 1;
       while (p > 0 && (ov[p - 1] > s || (ov[p - 1] == s && ok[p - 1] > ck[c]))) {
@@ -39,13 +45,15 @@ LG_INLINE void lg_rerank(const scalar* xi, const scalar* y, int64_t D, int Kc, i
 }
 
 // x: (n, D), y: (m, D) rows; yT: (mp / 2W, D, 2W) packed column panels, zero-padded; y2: (mp)
-// squared norms, +inf in the padding; bv, bk: (n, Kc) candidate buffers; ov, ok: (n, K) outputs.
-extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, const scalar* __restrict x,
+// squared norms for sign 0, zeros otherwise, +inf in the padding; bv, bk: (n, Kc) candidate
+// buffers; ov, ok: (n, K) outputs.
+extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, int sign, const scalar* __restrict x,
                               const scalar* __restrict y, const scalar* __restrict yT,
                               const scalar* __restrict y2, int Kc, int Kout, scalar* __restrict bv,
                               int64_t* __restrict bk, scalar* __restrict ov, int64_t* __restrict ok,
                               int nthreads) {
   const int K = Kc;
+  const scalar cxy = sign == 0 ? -2 : sign;  // the coefficient of <x, y>
   constexpr int R = 6;  // 6 rows x 2 vectors: 12 accumulators, 2 y-vectors, 1 broadcast of 16 registers
   // Cache blocking: a thread takes IC rows and sweeps the columns JC at a time, so that the
   // D x JC slice of y stays in L2 while every row block of the IC rows uses it (streaming all of
@@ -63,7 +71,7 @@ extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, const scalar* __
     for (int64_t i = ib; i < iend; ++i) {
       scalar s = 0;
       for (int64_t k = 0; k < D; ++k) s += x[i * D + k] * x[i * D + k];
-      x2[i - ib] = s;
+      x2[i - ib] = sign == 0 ? s : 0;
       for (int q = 0; q < K; ++q) { bv[i * K + q] = LG_INF; bk[i * K + q] = 0; }
     }
     for (int64_t q = 0; q < IC; ++q) {  // a short block repeats its last row (computed, unwritten)
@@ -92,7 +100,7 @@ extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, const scalar* __
             const int64_t i = i0 + r;
             scalar worst = bv[i * K + K - 1];
             for (int h = 0; h < 2; ++h) {
-              const vec d = bc(x2[i - ib]) + vload(y2 + j + h * W) - bc(2) * acc[r][h];
+              const vec d = bc(x2[i - ib]) + vload(y2 + j + h * W) + bc(cxy) * acc[r][h];
               // the lanes under the threshold, in order (the threshold falls as they enter)
               for (unsigned m = lane_bits(d < bc(worst)); m; m &= m - 1) {
                 const int l = __builtin_ctz(m);
@@ -107,7 +115,7 @@ extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, const scalar* __
       }
     }
     for (int64_t i = ib; i < iend; ++i)
-      lg_rerank(x + i * D, y, D, Kc, Kout, bk + i * Kc, ov + i * Kout, ok + i * Kout);
+      lg_rerank(x + i * D, y, D, sign, Kc, Kout, bk + i * Kc, ov + i * Kout, ok + i * Kout);
   }
   __builtin_free(xp);
   }
