@@ -1,4 +1,4 @@
-"""The native CPU backend: generated C++ (SIMD over j, OpenMP over i), loaded with ctypes."""
+"""The native CPU backend: generated C++ (SIMD over j, OpenMP over blocks of i), loaded with ctypes."""
 
 from __future__ import annotations
 
