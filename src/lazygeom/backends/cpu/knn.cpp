@@ -20,8 +20,9 @@ LG_INLINE void lg_insert(scalar* v, int64_t* k, int K, scalar s, int64_t j) {
 }
 
 // Exact re-ranking: the expansion loses accuracy for near points, so the Kc >= K candidates kept
-// get their values recomputed as the formula reads (sum (x - y)^2, or +-sum x y), and the K best are written sorted by (value, index): values are exact and
-// ties keep the smallest index, as in every other backend.
+// get their values recomputed as the formula reads (sum (x - y)^2, or +-sum x y), and the K best
+// are written sorted by (value, index): values are exact and ties keep the smallest index, as in
+// every other backend.
 LG_INLINE void lg_rerank(const scalar* xi, const scalar* y, int64_t D, int sign, int Kc, int K, const int64_t* ck,
                          scalar* ov, int64_t* ok) {
   for (int q = 0; q < K; ++q) { ov[q] = LG_INF; ok[q] = 0; }
@@ -55,10 +56,10 @@ extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, int sign, const 
   const int K = Kc;
   const scalar cxy = sign == 0 ? -2 : sign;  // the coefficient of <x, y>
   constexpr int R = 6;  // 6 rows x 2 vectors: 12 accumulators, 2 y-vectors, 1 broadcast of 16 registers
-  // Cache blocking: a thread takes IC rows and sweeps the columns JC at a time, so that the
-  // D x JC slice of y stays in L2 while every row block of the IC rows uses it (streaming all of
-  // y once per row block made this kernel memory-bound).
-  constexpr int64_t IC = 240, JC = 512;
+  // Cache blocking: a thread takes IC rows (their packed panels, IC x D, stay in L2) and sweeps
+  // the column panels; each panel (D x 2W, in L1) serves all IC rows before the next is loaded
+  // (streaming all of y once per 6-row block made this kernel memory-bound).
+  constexpr int64_t IC = 240;
   static_assert(IC % R == 0, "row panels tile the row block");
   #pragma omp parallel num_threads(nthreads)
   {
@@ -79,35 +80,32 @@ extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, int sign, const 
       scalar* dst = xp + (q / R) * D * R + q % R;
       for (int64_t k = 0; k < D; ++k) dst[k * R] = xi[k];
     }
-    for (int64_t jb = 0; jb < mp; jb += JC) {
-      const int64_t jend = jb + JC < mp ? jb + JC : mp;
-      for (int64_t j = jb; j < jend; j += 2 * W) {
-        const scalar* yp = yT + j * D;  // packed: (mp / 2W, D, 2W); this panel stays in L1
-        for (int64_t i0 = ib; i0 < iend; i0 += R) {
-          vec acc[R][2];
-          for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = bc(0);
-          const scalar* yk = yp;
-          const scalar* xk = xp + (i0 - ib) * D;
-          for (int64_t k = 0; k < D; ++k, yk += 2 * W, xk += R) {
-            const vec y0 = vload(yk), y1 = vload(yk + W);
-            for (int r = 0; r < R; ++r) {
-              const vec b = bc(xk[r]);
-              acc[r][0] += b * y0;
-              acc[r][1] += b * y1;
-            }
+    for (int64_t j = 0; j < mp; j += 2 * W) {
+      const scalar* yp = yT + j * D;  // packed: (mp / 2W, D, 2W); this panel stays in L1
+      for (int64_t i0 = ib; i0 < iend; i0 += R) {
+        vec acc[R][2];
+        for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = bc(0);
+        const scalar* yk = yp;
+        const scalar* xk = xp + (i0 - ib) * D;
+        for (int64_t k = 0; k < D; ++k, yk += 2 * W, xk += R) {
+          const vec y0 = vload(yk), y1 = vload(yk + W);
+          for (int r = 0; r < R; ++r) {
+            const vec b = bc(xk[r]);
+            acc[r][0] += b * y0;
+            acc[r][1] += b * y1;
           }
-          for (int r = 0; r < R && i0 + r < iend; ++r) {
-            const int64_t i = i0 + r;
-            scalar worst = bv[i * K + K - 1];
-            for (int h = 0; h < 2; ++h) {
-              const vec d = bc(x2[i - ib]) + vload(y2 + j + h * W) + bc(cxy) * acc[r][h];
-              // the lanes under the threshold, in order (the threshold falls as they enter)
-              for (unsigned m = lane_bits(d < bc(worst)); m; m &= m - 1) {
-                const int l = __builtin_ctz(m);
-                if (d[l] < worst) {
-                  lg_insert(bv + i * K, bk + i * K, K, d[l], j + h * W + l);
-                  worst = bv[i * K + K - 1];
-                }
+        }
+        for (int r = 0; r < R && i0 + r < iend; ++r) {
+          const int64_t i = i0 + r;
+          scalar worst = bv[i * K + K - 1];
+          for (int h = 0; h < 2; ++h) {
+            const vec d = bc(x2[i - ib]) + vload(y2 + j + h * W) + bc(cxy) * acc[r][h];
+            // the lanes under the threshold, in order (the threshold falls as they enter)
+            for (unsigned m = lane_bits(d < bc(worst)); m; m &= m - 1) {
+              const int l = __builtin_ctz(m);
+              if (d[l] < worst) {
+                lg_insert(bv + i * K, bk + i * K, K, d[l], j + h * W + l);
+                worst = bv[i * K + K - 1];
               }
             }
           }
