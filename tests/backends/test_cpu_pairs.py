@@ -46,6 +46,24 @@ def test_sort_pairs_matches_unique_and_argsort(n, n_rows, n_cols):
     assert torch.equal(r3, keys // n_cols) and torch.equal(c3, keys % n_cols)
 
 
+@pytest.mark.parametrize("n, n_rows, n_cols", [(0, 3, 4), (1, 1, 1), (500, 7, 9), (5000, 300, 130)])
+@pytest.mark.parametrize("bitmap", [True, False])
+def test_unique_sort_through_the_bitmap_or_the_sort(n, n_rows, n_cols, bitmap, monkeypatch):
+    """Given the column bound, a unique sort of a small grid marks a bitmap (columns past 64 and
+    rows without pairs included); above ``BITMAP_CELLS`` it sorts: the same arrays either way."""
+    monkeypatch.setattr(pairs, "BITMAP_CELLS", 1 << 25 if bitmap else 0)
+    g = torch.Generator().manual_seed(n + 1)
+    rows, cols = _random_pairs(g, n, n_rows, n_cols, repeats=True)
+    r, c = pairs.sort_pairs(rows, cols, n_rows, unique=True, n_cols=n_cols)
+    keys = torch.unique(rows * n_cols + cols)
+    assert torch.equal(r, keys // n_cols) and torch.equal(c, keys % n_cols)
+
+
+def test_bitmap_sort_rejects_columns_out_of_range():
+    with pytest.raises(ValueError, match="pairs must hold"):
+        pairs.sort_pairs(torch.tensor([1, 0]), torch.tensor([0, 4]), 2, unique=True, n_cols=4)
+
+
 @pytest.mark.parametrize("merge", [False, True])
 @pytest.mark.parametrize("seed", range(4))
 def test_from_pairs_native_equals_torch(merge, seed, monkeypatch):

@@ -180,7 +180,7 @@ def select_pairs(P: NodeMaps, Q: NodeMaps, parent_pairs: tuple[torch.Tensor, tor
 
 def unique_pairs(rows: torch.Tensor, cols: torch.Tensor, n_cols: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct pairs, sorted by row then column."""
-    done = native.sort_pairs(rows, cols, int(rows.max()) + 1 if rows.numel() else 1, unique=True)
+    done = native.sort_pairs(rows, cols, int(rows.max()) + 1 if rows.numel() else 1, unique=True, n_cols=n_cols)
     if done is not None:
         return done
     keys = torch.unique(rows * max(n_cols, 1) + cols)

@@ -55,6 +55,28 @@ int64_t lg_sort_pairs(int64_t n, const int64_t* rows, const int64_t* cols, int64
   return m;
 }
 
+// The distinct pairs sorted by row, then column, through a bitmap of the n_rows x n_cols grid
+// (the caller checks that it is small): one pass to mark, one scan of the set bits in order; no
+// comparison sort. Writes out_rows, out_cols (room for n); returns their count, or -1 if an index
+// is out of range.
+int64_t lg_unique_pairs_bitmap(int64_t n, const int64_t* rows, const int64_t* cols, int64_t n_rows,
+                               int64_t n_cols, int64_t* out_rows, int64_t* out_cols) {
+  for (int64_t k = 0; k < n; ++k)
+    if (rows[k] < 0 || rows[k] >= n_rows || cols[k] < 0 || cols[k] >= n_cols) return -1;
+  const int64_t words = (n_cols + 63) / 64;  // per row
+  std::vector<uint64_t> bits(n_rows * words, 0);
+  for (int64_t k = 0; k < n; ++k) bits[rows[k] * words + cols[k] / 64] |= uint64_t(1) << (cols[k] % 64);
+  int64_t m = 0;
+  for (int64_t r = 0; r < n_rows; ++r)
+    for (int64_t w = 0; w < words; ++w)
+      for (uint64_t b = bits[r * words + w]; b; b &= b - 1) {
+        out_rows[m] = r;
+        out_cols[m] = w * 64 + __builtin_ctzll(b);
+        ++m;
+      }
+  return m;
+}
+
 // One half of the ranges 6-tuple from pairs sorted by row, then column: slices (n_row_clusters
 // cumulative ends) and the column ranges (room for n; returns their count). merge != 0 fuses a
 // range that starts where the previous one of the same row ends. -1: an index out of range.

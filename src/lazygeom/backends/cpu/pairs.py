@@ -21,6 +21,7 @@ _I = ctypes.c_int64
 _SIGNATURES = {
     "lg_pairs_in_order": ([_I, _P, _P, ctypes.c_int], ctypes.c_int),
     "lg_sort_pairs": ([_I, _P, _P, _I, ctypes.c_int, _P, _P], _I),
+    "lg_unique_pairs_bitmap": ([_I, _P, _P, _I, _I, _P, _P], _I),
     "lg_pair_slices": ([_I, _P, _P, _P, _I, _I, ctypes.c_int, _P, _P], _I),
     "lg_kept_results": ([_I, _P, _P, _P, _P, _P, _P, _P], _I),
 }
@@ -39,13 +40,20 @@ def _i64(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.int64).contiguous()
 
 
-def sort_pairs(rows: torch.Tensor, cols: torch.Tensor, n_rows: int,
-               unique: bool) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+#: ``unique`` sorts of pairs in an n_rows x n_cols grid of at most this many cells mark a bitmap
+#: (4 MiB) instead of sorting: at 2048 x 2048 nodes (multiscale, leaves of 32 points), the sorts
+#: took 0.36 s of a 3.4 s solve
+BITMAP_CELLS = 1 << 25
+
+
+def sort_pairs(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, unique: bool,
+               n_cols: Optional[int] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     """The pairs sorted by row then column (repeats dropped if ``unique``). Pairs already in
-    order come back as they are.
+    order come back as they are. ``n_cols`` (a bound on the columns, when known) lets a unique
+    sort of a small grid go through a bitmap.
 
     Raises:
-        ValueError: pairs to sort whose rows are not in ``[0, n_rows)``.
+        ValueError: pairs to sort whose rows (or columns, given ``n_cols``) are out of range.
     """
     lib = _lib(rows, cols)
     if lib is None:
@@ -55,6 +63,12 @@ def sort_pairs(rows: torch.Tensor, cols: torch.Tensor, n_rows: int,
     if lib.lg_pairs_in_order(n, rows.data_ptr(), cols.data_ptr(), int(unique)):
         return rows, cols
     out_r, out_c = torch.empty(n, dtype=torch.int64), torch.empty(n, dtype=torch.int64)
+    if unique and n_cols is not None and max(n_rows, 1) * max(n_cols, 1) <= BITMAP_CELLS:
+        m = lib.lg_unique_pairs_bitmap(n, rows.data_ptr(), cols.data_ptr(), max(n_rows, 1), max(n_cols, 1),
+                                       out_r.data_ptr(), out_c.data_ptr())
+        if m < 0:
+            raise ValueError(f"sort_pairs: the pairs must hold indices in [0, {n_rows}) x [0, {n_cols})")
+        return out_r[:m], out_c[:m]
     m = lib.lg_sort_pairs(n, rows.data_ptr(), cols.data_ptr(), max(n_rows, 1), int(unique),
                           out_r.data_ptr(), out_c.data_ptr())
     if m < 0:
