@@ -282,3 +282,36 @@ def test_truncation_drops_only_negligible_pairs(gen, p):
     dropped = ~kept[lab_x][:, lab_y]
     assert dropped.any()
     assert float(e[dropped].max()) < -tau * eps
+
+
+def test_each_update_visits_the_pairs_its_own_bound_keeps(gen, monkeypatch):
+    """After the final re-truncation the f-update ("xy", rows x) and the g-update ("yx", rows y)
+    reduce over their own pair sets (the row side's and the column side's bounds): every point pair
+    outside the f-update's ranges has f̂(x_i) + g_j − C < −τε (f̂ the next f-update, over all
+    points), and every pair outside the g-update's ranges has f_i + ĝ(y_j) − C < −τε."""
+    from lazygeom.ot import multiscale
+
+    seen = []
+    retruncate = multiscale.Multiscale._retruncate
+
+    def spy(self, pots, eps, lam):
+        retruncate(self, pots, eps, lam)
+        seen.append((self, [t.clone() for t in pots[:2]], eps, self.softmin().ranges))
+
+    monkeypatch.setattr(multiscale.Multiscale, "_retruncate", spy)
+    tau = 5.0
+    x, y = blob_clouds(gen, 3000, torch.float64)
+    sinkhorn(x, y, backend="multiscale", truncate=tau, blur=0.05, debias=False)
+    ms, (f, g), eps, ranges = seen[-1]
+    X, Y = ms.tx.levels[-1], ms.ty.levels[-1]
+    assert ms.level == len(ms.scales) - 1  # the points
+    N, M = X.size, Y.size
+    visit_f = dense_mask(ranges["xy"], N, M)
+    visit_g = dense_mask(ranges["yx"], M, N).T
+    assert not torch.equal(visit_f, visit_g)  # two pair sets
+    C = ((X.points[:, None] - Y.points[None]) ** 2).sum(-1) / 2
+    fhat = -eps * (Y.weights.log()[None] + (g[0][None] - C) / eps).logsumexp(1)
+    ghat = -eps * (X.weights.log()[:, None] + (f[0][:, None] - C) / eps).logsumexp(0)
+    for visited, e in ((visit_f, fhat[:, None] + g[0][None] - C), (visit_g, f[0][:, None] + ghat[None] - C)):
+        assert (~visited).any()
+        assert float(e[~visited].max()) < -tau * eps

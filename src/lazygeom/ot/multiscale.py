@@ -83,8 +83,8 @@ class BlockSparseSoftmin:
     Args:
         x, y: ``(n, D)`` and ``(m, D)`` the level's nodes (sorted by parent).
         cost: the ground cost.
-        ranges: ``{"xy": ..., "xx": ..., "yy": ...}`` block-sparse 6-tuples ("yx" is the
-            transpose of "xy").
+        ranges: ``{"xy": ..., "xx": ..., "yy": ...}`` block-sparse 6-tuples, and optionally "yx"
+            (rows y; by default the transpose of "xy").
         engine_backend: the lazygeom reduction backend (None: the configured one).
 
     Shapes follow :class:`lazygeom.ot.softmin.SoftminOperator` with a batch of one: h ``(1, #cols)``.
@@ -92,7 +92,9 @@ class BlockSparseSoftmin:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: GroundCost, ranges: dict, engine_backend=None):
         self.x, self.y, self.cost, self.engine_backend = x, y, cost, engine_backend
-        self.ranges = dict(ranges, yx=swap_axes(ranges["xy"]))
+        self.ranges = dict(ranges)
+        if "yx" not in self.ranges:  # "yx" visits the same pairs as "xy" unless given its own
+            self.ranges["yx"] = swap_axes(ranges["xy"])
         self._cached: dict[str, tuple[torch.Tensor, torch.Tensor, LazyTensor]] = {}
 
     def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor:
@@ -146,6 +148,9 @@ class Multiscale:
         root = torch.arange(self.B)
         self.kept: dict[str, Pairs] = {k: (root, root) for k in (("xy", "xx", "yy") if debias else ("xy",))}
         self.parent_kept: dict[str, Pairs] = {}  # the kept pairs one level up
+        # after a re-truncation: the pairs each side's update needs, (rows' side, columns' side),
+        # subsets of ``kept`` (their union); each reduction visits only its own (_build_softmin)
+        self.sides: dict[str, tuple[Pairs, Pairs]] = {}
         self.level = 0  # the kept pairs are those of the parents of the current level's nodes
         self.log: list[str] = []
         self._say("multiscale: levels (coarse to fine) " + ", ".join(
@@ -190,6 +195,7 @@ class Multiscale:
             tr, tc = self._trees(pair)
             self.parent_kept[pair] = self.kept[pair]
             self.kept[pair] = all_candidates(self.kept[pair], self._parents(tr, k), self._parents(tc, k))
+        self.sides = {}
         self.level = k + 1
         self._op = None
 
@@ -206,12 +212,27 @@ class Multiscale:
             self._op = self._build_softmin()
         return self._op
 
+    def _reduced_pairs(self) -> dict[str, Pairs]:
+        """The parent pairs each reduction visits: "xy" (rows x), "yx" (as (x, y) pairs), "xx", "yy".
+
+        After a re-truncation, each update's own side (the f-update's rows, the g-update's
+        columns; the self-interactions update their rows only); else the kept pairs for both.
+        """
+        out = {}
+        for pair, kept in self.kept.items():
+            rows_side, cols_side = self.sides.get(pair, (kept, kept))
+            out[pair] = rows_side
+            if pair == "xy":
+                out["yx"] = cols_side
+        return out
+
     def _build_softmin(self) -> BlockSparseSoftmin:
         k = self.level
         ranges = {}
-        for pair, (rows, cols) in self.kept.items():
-            tr, tc = self._trees(pair)
-            ranges[pair] = from_pairs(self._parents(tr, k), self._parents(tc, k), rows, cols, merge=True)
+        for pair, (rows, cols) in self._reduced_pairs().items():
+            tr, tc = self._trees("xy" if pair == "yx" else pair)
+            r = from_pairs(self._parents(tr, k), self._parents(tc, k), rows, cols, merge=True)
+            ranges[pair] = swap_axes(r) if pair == "yx" else r
         return BlockSparseSoftmin(self.tx.levels[k].points, self.ty.levels[k].points, self.cost, ranges,
                                   self.engine_backend)
 
@@ -223,8 +244,8 @@ class Multiscale:
     def _report_pairs(self) -> None:
         k = self.level
         fractions = {}
-        for pair, (rows, cols) in self.kept.items():
-            tr, tc = self._trees(pair)
+        for pair, (rows, cols) in self._reduced_pairs().items():
+            tr, tc = self._trees("xy" if pair == "yx" else pair)
             rr, rc = self._parents(tr, k), self._parents(tc, k)
             visited = int(((rr[rows, 1] - rr[rows, 0]) * (rc[cols, 1] - rc[cols, 0])).sum())
             fractions[pair] = visited * self.B / (tr.levels[k].size * tc.levels[k].size)
@@ -290,7 +311,7 @@ class Multiscale:
             P, Q = tr.levels[k], tc.levels[k]
             mP = self._maps(P, Q.points.detach(), None, v, Q.weights.log(), op.ranges[pair], eps, lam)
             mQ = mP if pair[0] == pair[1] else \
-                self._maps(Q, P.points.detach(), None, u, P.weights.log(), swap_axes(op.ranges[pair]), eps, lam)
+                self._maps(Q, P.points.detach(), None, u, P.weights.log(), op.ranges["yx"], eps, lam)
             rows, cols, n = select_pairs(mP, mQ, self.kept[pair], self._parents(tr, k), self._parents(tc, k),
                                          eps, lam, self.truncate, self.p, self.cost, self.engine_backend)
             kept[pair], examined = (rows, cols), examined + n
@@ -313,6 +334,7 @@ class Multiscale:
             g_bb = extrapolate(self.ty, self.ty, *kept["yy"], g_bb)
         self.parent_kept.update({pair: self.kept[pair] for pair in kept})
         self.kept.update(kept)
+        self.sides = {}
         self.level = k + 1
         self._op = None
         self.truncated_at = eps
@@ -345,10 +367,12 @@ class Multiscale:
         """Choose the block pairs of the current level again, from its current potentials, at ε.
 
         The candidates are the children of the pairs kept one level up, so pairs dropped earlier
-        can come back. A pair (I, J) of parent nodes is kept when the next update of f (rows) or
-        of g (columns) may give any of its point pairs a plan exponent above −τ·ε: the bound uses
-        f̂ at X_I (a reduction over the points) with the *current* g at the points y_j, and
-        symmetrically: what the next update's soft-mins actually sum.
+        can come back. A pair (I, J) of parent nodes is kept for the next update of f (rows) when
+        it may give any of its point pairs a plan exponent above −τ·ε: the bound uses f̂ at X_I
+        (a reduction over the points) with the *current* g at the points y_j — what that
+        update's soft-min actually sums; symmetrically for g. Each update then reduces over its
+        own set (``sides``; at 5·10^4 points: xy 26% and yx 30% of the point pairs instead of
+        31% for both), their union (``kept``) generates the next candidates.
         """
         k = self.level
         before = after = 0
@@ -374,8 +398,13 @@ class Multiscale:
             mQ = mP if pair[0] == pair[1] else maps(Qn, gc, Pn, gr, Pp, u, (J0, I0))
             i1, j1, n = self._block_max(mP, (I0, J0), gr, gc, Qn.children, Qp.points.detach(), v, lam, thr)
             j2, i2, _ = self._block_max(mQ, (J0, I0), gc, gr, Pn.children, Pp.points.detach(), u, lam, thr)
-            rows = torch.cat((i1, i2, torch.arange(Pn.size), mQ.best))
-            cols = torch.cat((j1, j2, mP.best, torch.arange(Qn.size)))
+            # every row node keeps its best partner for the f-update, every column node for the
+            # g-update; ``kept`` (the union) generates the next level's candidates
+            rows_side = unique_pairs(torch.cat((i1, torch.arange(Pn.size))), torch.cat((j1, mP.best)), Qn.size)
+            cols_side = unique_pairs(torch.cat((i2, mQ.best)), torch.cat((j2, torch.arange(Qn.size))), Qn.size)
+            self.sides[pair] = (rows_side, cols_side)
+            rows = torch.cat((rows_side[0], cols_side[0]))
+            cols = torch.cat((rows_side[1], cols_side[1]))
             self.kept[pair] = unique_pairs(rows, cols, Qn.size)
             self._op = None
             before, after = before + n, after + self.kept[pair][0].numel()
