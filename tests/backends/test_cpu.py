@@ -251,8 +251,8 @@ def test_knn_fast_path_matches_dense(dtype, D):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_knn_fast_path_over_several_row_and_column_blocks(dtype):
-    """Sizes past the kernel's row block (240), column block (512) and panels (6 rows, 2 vectors),
-    none of them multiples: every row and column is reached once."""
+    """Sizes past the kernel's row block (240 rows) and panels (6 rows, 2 vectors of columns), none
+    of them multiples: every row and column is reached once."""
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1001, 20, generator=g, dtype=dtype)
     y = torch.randn(1203, 20, generator=g, dtype=dtype)
