@@ -55,14 +55,21 @@ int64_t lg_sort_pairs(int64_t n, const int64_t* rows, const int64_t* cols, int64
   return m;
 }
 
+// Every pair (rows[k], cols[k]) in [0, n_rows) x [0, n_cols): checked before any write they index.
+static bool lg_pairs_in_range(int64_t n, const int64_t* rows, const int64_t* cols, int64_t n_rows,
+                              int64_t n_cols) {
+  for (int64_t k = 0; k < n; ++k)
+    if (rows[k] < 0 || rows[k] >= n_rows || cols[k] < 0 || cols[k] >= n_cols) return false;
+  return true;
+}
+
 // The distinct pairs sorted by row, then column, through a bitmap of the n_rows x n_cols grid
 // (the caller checks that it is small): one pass to mark, one scan of the set bits in order; no
 // comparison sort. Writes out_rows, out_cols (room for n); returns their count, or -1 if an index
 // is out of range.
 int64_t lg_unique_pairs_bitmap(int64_t n, const int64_t* rows, const int64_t* cols, int64_t n_rows,
                                int64_t n_cols, int64_t* out_rows, int64_t* out_cols) {
-  for (int64_t k = 0; k < n; ++k)
-    if (rows[k] < 0 || rows[k] >= n_rows || cols[k] < 0 || cols[k] >= n_cols) return -1;
+  if (!lg_pairs_in_range(n, rows, cols, n_rows, n_cols)) return -1;
   const int64_t words = (n_cols + 63) / 64;  // per row
   std::vector<uint64_t> bits(n_rows * words, 0);
   for (int64_t k = 0; k < n; ++k) bits[rows[k] * words + cols[k] / 64] |= uint64_t(1) << (cols[k] % 64);
@@ -82,8 +89,7 @@ int64_t lg_unique_pairs_bitmap(int64_t n, const int64_t* rows, const int64_t* co
 // range that starts where the previous one of the same row ends. -1: an index out of range.
 int64_t lg_pair_slices(int64_t n, const int64_t* rows, const int64_t* cols, const int64_t* ranges_cols,
                        int64_t n_row_clusters, int64_t n_col_clusters, int merge, int64_t* slices, int64_t* red) {
-  for (int64_t k = 0; k < n; ++k)
-    if (rows[k] < 0 || rows[k] >= n_row_clusters || cols[k] < 0 || cols[k] >= n_col_clusters) return -1;
+  if (!lg_pairs_in_range(n, rows, cols, n_row_clusters, n_col_clusters)) return -1;
   for (int64_t c = 0; c < n_row_clusters; ++c) slices[c] = 0;
   int64_t m = 0;
   for (int64_t k = 0; k < n; ++k) {
