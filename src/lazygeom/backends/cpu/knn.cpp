@@ -70,9 +70,10 @@ extern "C" void lg_knn_sqdist(int64_t n, int64_t mp, int64_t D, int sign, const 
     const int64_t iend = ib + IC < n ? ib + IC : n;
     scalar x2[IC];
     for (int64_t i = ib; i < iend; ++i) {
-      scalar s = 0;
-      for (int64_t k = 0; k < D; ++k) s += x[i * D + k] * x[i * D + k];
-      x2[i - ib] = sign == 0 ? s : 0;
+      scalar s = 0;  // |x_i|^2 enters squared distances only
+      if (sign == 0)
+        for (int64_t k = 0; k < D; ++k) s += x[i * D + k] * x[i * D + k];
+      x2[i - ib] = s;
       for (int q = 0; q < K; ++q) { bv[i * K + q] = LG_INF; bk[i * K + q] = 0; }
     }
     for (int64_t q = 0; q < IC; ++q) {  // a short block repeats its last row (computed, unwritten)
