@@ -17,7 +17,7 @@ versions avoid the ``(B, N, M, D)`` temporary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -72,11 +72,14 @@ class GroundCost:
         name: for messages.
         lazy: ``(x_i, y_j) -> LazyTensor``, x_i ``(B, N, 1, D)``, y_j ``(B, 1, M, D)`` LazyTensors.
         dense: ``(x, y) -> (B, N, M)`` tensor, for x ``(B, N, D)`` and y ``(B, M, D)``.
+        p: 1 or 2 for the built-in costs |x − y| and |x − y|²/2 (which compiled solvers may
+            evaluate themselves, :mod:`lazygeom.ot.marginals`), None for a custom cost.
     """
 
     name: str
     lazy: Callable[[LazyTensor, LazyTensor], LazyTensor]
     dense: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    p: Optional[int] = None
 
     def matrix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The dense ``(B, N, M)`` cost matrix."""
@@ -132,9 +135,9 @@ def ground_cost(p: int = 2, cost: CostFn | None = None) -> GroundCost:
         name = getattr(cost, "__name__", type(cost).__name__)
         return GroundCost(name, cost, _custom_dense(cost, name))
     if p == 2:
-        return GroundCost("|x-y|^2/2", half_squared_distance, lambda x, y: dense_sqdist(x, y) / 2)
+        return GroundCost("|x-y|^2/2", half_squared_distance, lambda x, y: dense_sqdist(x, y) / 2, p=2)
     if p == 1:
-        return GroundCost("|x-y|", distance, dense_dist)
+        return GroundCost("|x-y|", distance, dense_dist, p=1)
     raise ValueError(f"p must be 1 or 2 for the built-in costs, got p={p!r} (or pass cost=...)")
 
 

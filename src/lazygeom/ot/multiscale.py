@@ -42,6 +42,7 @@ import torch
 from ..cluster import from_pairs, pair_slices, swap_axes
 from ..lazytensor import LazyTensor
 from ._lazy import lazy_i, lazy_j
+from . import marginals
 from .costs import GroundCost
 from .hierarchy import Tree, build_trees
 from .sinkhorn import Potentials, SinkhornResult, damping
@@ -90,12 +91,29 @@ class BlockSparseSoftmin:
     Shapes follow :class:`lazygeom.ot.softmin.SoftminOperator` with a batch of one: h ``(1, #cols)``.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: GroundCost, ranges: dict, engine_backend=None):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: GroundCost, ranges: dict, engine_backend=None,
+                 blocks: Optional[dict] = None, floor_z: float = -math.inf):
         self.x, self.y, self.cost, self.engine_backend = x, y, cost, engine_backend
         self.ranges = dict(ranges)
         if "yx" not in self.ranges:  # "yx" visits the same pairs as "xy" unless given its own
             self.ranges["yx"] = swap_axes(ranges["xy"])
+        self.blocks, self.floor_z = blocks or {}, floor_z
         self._cached: dict[str, tuple[torch.Tensor, torch.Tensor, LazyTensor]] = {}
+
+    def step(self, eps: float, pair: str, u: torch.Tensor, v: torch.Tensor, u_log: torch.Tensor,
+             v_log: torch.Tensor) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """Both updates of a Jacobi step in one pass over ``blocks[pair]`` (the kept pairs, a
+        self-interaction's symmetric closure), each row skipping the column nodes below
+        ``floor_z`` (:mod:`lazygeom.ot.marginals`); None without blocks or out of range."""
+        if pair not in self.blocks:
+            return None
+        rows = self.x if pair[0] == "x" else self.y
+        cols = self.x if pair[1] == "x" else self.y
+        out = marginals.step(self.blocks[pair], rows.detach(), cols.detach(), u[0], v[0], u_log[0], v_log[0],
+                             self.cost.p, eps, pair[0] == pair[1], self.floor_z)
+        if out is None:
+            return None
+        return out[0][None], (None if out[1] is None else out[1][None])
 
     def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor:
         _check(pair, grad)
@@ -233,8 +251,16 @@ class Multiscale:
             tr, tc = self._trees("xy" if pair == "yx" else pair)
             r = from_pairs(self._parents(tr, k), self._parents(tc, k), rows, cols, merge=True)
             ranges[pair] = swap_axes(r) if pair == "yx" else r
-        return BlockSparseSoftmin(self.tx.levels[k].points, self.ty.levels[k].points, self.cost, ranges,
-                                  self.engine_backend)
+        x, y = self.tx.levels[k].points, self.ty.levels[k].points
+        blocks = {}
+        if marginals.applies(x, y, self.cost.p, self.engine_backend):
+            # the one-pass steps visit the kept pairs (the union of both sides' bounds); each row
+            # then skips the column nodes below -truncate by a per-point bound
+            for pair, (rows, cols) in self.kept.items():
+                tr, tc = self._trees(pair)
+                blocks[pair] = marginals.sparse_blocks(self._parents(tr, k), self._parents(tc, k), rows, cols,
+                                                       tc.levels[k].points.detach(), pair[0] == pair[1])
+        return BlockSparseSoftmin(x, y, self.cost, ranges, self.engine_backend, blocks, -self.truncate)
 
     def start(self) -> tuple[BlockSparseSoftmin, torch.Tensor, torch.Tensor]:
         """The starting level's operator and log-weights."""

@@ -16,7 +16,8 @@ divergences"; Feydy's thesis, algorithm 3.4):
    and with debiasing f_aa = λ softmin(C_xx, log a), g_bb = λ softmin(C_yy, log b);
 2. at each following ε (at ε₀ again if the schedule has one value): new potentials from the old
    ones (all four at once), then the average of old and new ("symmetric" updates, which do not
-   oscillate);
+   oscillate). The new f and g are the row and column sums of one plan: an operator with a
+   ``step`` method computes both in one pass (:mod:`lazygeom.ot.marginals`);
 3. the final extrapolation: one more non-averaged update at ε = blur^p in which the log-weights
    and the potentials inside the soft-min are *detached*, while the cost keeps its gradient with
    respect to its row points. By the envelope theorem (the dual objective is stationary in the
@@ -114,6 +115,20 @@ def damping(eps: float, rho: Optional[float]) -> float:
     return 1.0 if rho is None else 1.0 / (1.0 + eps / rho)
 
 
+def _updates(softmin: SoftminOperator, eps: float, pair: str, u: torch.Tensor, v: torch.Tensor,
+             u_log: torch.Tensor, v_log: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The (undamped) soft-min updates of both sides of ``pair`` from the old potentials u (rows)
+    and v (columns): ``(softmin(pair, v_log + v/ε), softmin(reversed pair, u_log + u/ε))``, the
+    second None for a self-interaction. Through the operator's one-pass ``step`` when it has one
+    that applies (:mod:`lazygeom.ot.marginals`), else two soft-mins."""
+    step = getattr(softmin, "step", None)
+    out = None if step is None else step(eps, pair, u, v, u_log, v_log)
+    if out is not None:
+        return out
+    rows = softmin(eps, pair, v_log + v / eps)
+    return rows, (None if pair[0] == pair[1] else softmin(eps, pair[::-1], u_log + u / eps))
+
+
 def _max_change(new: torch.Tensor, old: torch.Tensor) -> float:
     # a NaN or an infinity propagates: such a result must not look converged
     return float((new.detach() - old.detach()).abs().max())
@@ -170,13 +185,12 @@ def sinkhorn_loop(
                 softmin, a_log, b_log, (f, g, f_aa, g_bb) = refine(eps, eps_prev, (f, g, f_aa, g_bb), False) \
                     or (softmin, a_log, b_log, (f, g, f_aa, g_bb))
             lam = damping(eps, rho)
-            ft = lam * softmin(eps, "xy", b_log + g / eps)
-            gt = lam * softmin(eps, "yx", a_log + f / eps)
-            f, g = 0.5 * (f + ft), 0.5 * (g + gt)
+            ft, gt = _updates(softmin, eps, "xy", f, g, a_log, b_log)
+            f, g = 0.5 * (f + lam * ft), 0.5 * (g + lam * gt)
             if debias:
-                ft_aa = lam * softmin(eps, "xx", a_log + f_aa / eps)
-                gt_bb = lam * softmin(eps, "yy", b_log + g_bb / eps)
-                f_aa, g_bb = 0.5 * (f_aa + ft_aa), 0.5 * (g_bb + gt_bb)
+                ft_aa, _ = _updates(softmin, eps, "xx", f_aa, f_aa, a_log, a_log)
+                gt_bb, _ = _updates(softmin, eps, "yy", g_bb, g_bb, b_log, b_log)
+                f_aa, g_bb = 0.5 * (f_aa + lam * ft_aa), 0.5 * (g_bb + lam * gt_bb)
 
     eps = eps_list[-1]
     if refine is not None:

@@ -33,6 +33,7 @@ from typing import Optional, Protocol
 import torch
 
 from ..lazytensor import LazyTensor
+from . import marginals
 from ._lazy import lazy_j
 from .costs import GroundCost
 
@@ -52,7 +53,11 @@ BACKENDS = ("auto", "tensorized", "online", "multiscale")
 
 
 class SoftminOperator(Protocol):
-    """What the Sinkhorn loop needs: ``softmin(eps, pair, h, grad)`` -> ``(B, #rows)``."""
+    """What the Sinkhorn loop needs: ``softmin(eps, pair, h, grad)`` -> ``(B, #rows)``.
+
+    An operator may also have ``step(eps, pair, u, v, u_log, v_log)``: both sides' updates of a
+    Jacobi step in one pass (:mod:`lazygeom.ot.marginals`), or None where it does not apply.
+    """
 
     def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor: ...
 
@@ -119,6 +124,7 @@ class OnlineSoftmin(_PointPairs):
         super().__init__(x, y, cost)
         self.engine_backend = engine_backend
         self._cached: dict[str, tuple[torch.Tensor, torch.Tensor, LazyTensor]] = {}
+        self._blocks: dict = {}  # the dense pair blocks of ``step``, per pair
 
     def _formula(self, pair: str, grad: str, h: torch.Tensor, inv_eps: torch.Tensor) -> LazyTensor:
         C_ij = self.cost.formula(*self.points(pair, grad))
@@ -142,6 +148,24 @@ class OnlineSoftmin(_PointPairs):
             h_buf.copy_(h)
             inv_eps.fill_(1.0 / eps)
             return -eps * F.logsumexp(dim=-2, backend=self.engine_backend)[..., 0]
+
+    def step(self, eps: float, pair: str, u: torch.Tensor, v: torch.Tensor, u_log: torch.Tensor,
+             v_log: torch.Tensor) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """Both updates of a Jacobi step over every pair, in one pass (:mod:`lazygeom.ot.marginals`);
+        None where the pass does not apply or its sums leave the safe range."""
+        rows, cols = self.points(pair, "none")
+        if not marginals.applies(rows, cols, self.cost.p, self.engine_backend):
+            return None
+        (B, N, D), M = rows.shape, cols.shape[1]
+        symmetric = pair[0] == pair[1]
+        if pair not in self._blocks:
+            self._blocks[pair] = marginals.dense_blocks(B, N, M, symmetric)
+        out = marginals.step(self._blocks[pair], rows.reshape(B * N, D), cols.reshape(B * M, D), u.reshape(-1),
+                             v.reshape(-1), u_log.expand(B, N).reshape(-1), v_log.expand(B, M).reshape(-1),
+                             self.cost.p, eps, symmetric)
+        if out is None:
+            return None
+        return out[0].reshape(B, N), (None if out[1] is None else out[1].reshape(B, M))
 
 
 #: ``backend="auto"`` uses the multiscale solver (Sinkhorn, built-in cost) from this many points
