@@ -154,7 +154,8 @@ def test_identical_clouds_and_single_points(solver):
             x = torch.zeros(4, 3, requires_grad=True)
             S = SamplesLoss(p=p, reach=reach, backend=solver)(x, torch.zeros(6, 3))
             (g,) = torch.autograd.grad(S, x)
-            assert S.item() == 0.0 and torch.isfinite(g).all() and float(g.abs().max()) == 0.0
+            # 0 up to the float32 rounding of the weights' sums (6 fl(1/6) = 1 + 3e-8)
+            assert abs(S.item()) <= 1e-7 and torch.isfinite(g).all() and float(g.abs().max()) == 0.0
     x1 = torch.tensor([[0.0, 0.0]], requires_grad=True)
     S = SamplesLoss(backend=solver)(x1, torch.tensor([[3.0, 4.0]]))
     assert S.item() == pytest.approx(12.5)

@@ -101,19 +101,16 @@ class BlockSparseSoftmin:
         self._cached: dict[str, tuple[torch.Tensor, torch.Tensor, LazyTensor]] = {}
 
     def step(self, eps: float, pair: str, u: torch.Tensor, v: torch.Tensor, u_log: torch.Tensor,
-             v_log: torch.Tensor) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+             v_log: torch.Tensor, grad: str = "none") -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
         """Both updates of a Jacobi step in one pass over ``blocks[pair]`` (the kept pairs, a
         self-interaction's symmetric closure), each row skipping the column nodes below
-        ``floor_z`` (:mod:`lazygeom.ot.marginals`); None without blocks or out of range."""
+        ``floor_z`` (:mod:`lazygeom.ot.marginals`); None without blocks or out of range. The
+        gradients of ``grad="rows"`` reduce over the soft-mins' own ranges."""
         if pair not in self.blocks:
             return None
-        rows = self.x if pair[0] == "x" else self.y
-        cols = self.x if pair[1] == "x" else self.y
-        out = marginals.step(self.blocks[pair], rows.detach(), cols.detach(), u[0], v[0], u_log[0], v_log[0],
-                             self.cost.p, eps, pair[0] == pair[1], self.floor_z)
-        if out is None:
-            return None
-        return out[0][None], (None if out[1] is None else out[1][None])
+        ranges = (self.ranges[pair], None if pair[0] == pair[1] else self.ranges[pair[::-1]])
+        return marginals.jacobi_step(self, self.blocks[pair], eps, pair, u, v, u_log, v_log, grad, self.floor_z,
+                                     ranges)
 
     def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor:
         _check(pair, grad)

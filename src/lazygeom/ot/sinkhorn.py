@@ -116,17 +116,21 @@ def damping(eps: float, rho: Optional[float]) -> float:
 
 
 def _updates(softmin: SoftminOperator, eps: float, pair: str, u: torch.Tensor, v: torch.Tensor,
-             u_log: torch.Tensor, v_log: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+             u_log: torch.Tensor, v_log: torch.Tensor, grad: str = "none") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """The (undamped) soft-min updates of both sides of ``pair`` from the old potentials u (rows)
     and v (columns): ``(softmin(pair, v_log + v/ε), softmin(reversed pair, u_log + u/ε))``, the
-    second None for a self-interaction. Through the operator's one-pass ``step`` when it has one
+    second None for a self-interaction; ``grad="rows"``: the final step's (h detached, each side
+    differentiable in its row points). Through the operator's one-pass ``step`` when it has one
     that applies (:mod:`lazygeom.ot.marginals`), else two soft-mins."""
     step = getattr(softmin, "step", None)
-    out = None if step is None else step(eps, pair, u, v, u_log, v_log)
+    out = None if step is None else step(eps, pair, u, v, u_log, v_log, grad)
     if out is not None:
         return out
-    rows = softmin(eps, pair, v_log + v / eps)
-    return rows, (None if pair[0] == pair[1] else softmin(eps, pair[::-1], u_log + u / eps))
+    h_rows, h_cols = v_log + v / eps, u_log + u / eps
+    if grad != "none":
+        h_rows, h_cols = h_rows.detach(), h_cols.detach()
+    rows = softmin(eps, pair, h_rows, grad=grad)
+    return rows, (None if pair[0] == pair[1] else softmin(eps, pair[::-1], h_cols, grad=grad))
 
 
 def _max_change(new: torch.Tensor, old: torch.Tensor) -> float:
@@ -202,12 +206,12 @@ def sinkhorn_loop(
     lam = damping(eps, rho)
     old = [f, g] + ([f_aa, g_bb] if debias else [])
     # Detached log-weights and potentials: only the cost carries gradients (envelope theorem).
-    f_new = lam * softmin(eps, "xy", (b_log + g / eps).detach(), grad="rows")
-    g_new = lam * softmin(eps, "yx", (a_log + f / eps).detach(), grad="rows")
+    f_new, g_new = _updates(softmin, eps, "xy", f, g, a_log, b_log, grad="rows")
+    f_new, g_new = lam * f_new, lam * g_new
     new = [f_new, g_new]
     if debias:
-        f_aa = lam * softmin(eps, "xx", (a_log + f_aa / eps).detach(), grad="rows")
-        g_bb = lam * softmin(eps, "yy", (b_log + g_bb / eps).detach(), grad="rows")
+        f_aa = lam * _updates(softmin, eps, "xx", f_aa, f_aa, a_log, a_log, grad="rows")[0]
+        g_bb = lam * _updates(softmin, eps, "yy", g_bb, g_bb, b_log, b_log, grad="rows")[0]
         new += [f_aa, g_bb]
     residual = max(_max_change(n, o) for n, o in zip(new, old)) / eps
     return SinkhornResult(f_new, g_new, f_aa, g_bb, eps, rho, tuple(history), residual)

@@ -150,22 +150,15 @@ class OnlineSoftmin(_PointPairs):
             return -eps * F.logsumexp(dim=-2, backend=self.engine_backend)[..., 0]
 
     def step(self, eps: float, pair: str, u: torch.Tensor, v: torch.Tensor, u_log: torch.Tensor,
-             v_log: torch.Tensor) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+             v_log: torch.Tensor, grad: str = "none") -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
         """Both updates of a Jacobi step over every pair, in one pass (:mod:`lazygeom.ot.marginals`);
         None where the pass does not apply or its sums leave the safe range."""
         rows, cols = self.points(pair, "none")
         if not marginals.applies(rows, cols, self.cost.p, self.engine_backend):
             return None
-        (B, N, D), M = rows.shape, cols.shape[1]
-        symmetric = pair[0] == pair[1]
         if pair not in self._blocks:
-            self._blocks[pair] = marginals.dense_blocks(B, N, M, symmetric)
-        out = marginals.step(self._blocks[pair], rows.reshape(B * N, D), cols.reshape(B * M, D), u.reshape(-1),
-                             v.reshape(-1), u_log.expand(B, N).reshape(-1), v_log.expand(B, M).reshape(-1),
-                             self.cost.p, eps, symmetric)
-        if out is None:
-            return None
-        return out[0].reshape(B, N), (None if out[1] is None else out[1].reshape(B, M))
+            self._blocks[pair] = marginals.dense_blocks(rows.shape[0], rows.shape[1], cols.shape[1], pair[0] == pair[1])
+        return marginals.jacobi_step(self, self._blocks[pair], eps, pair, u, v, u_log, v_log, grad)
 
 
 #: ``backend="auto"`` uses the multiscale solver (Sinkhorn, built-in cost) from this many points
