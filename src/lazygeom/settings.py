@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +38,19 @@ class Config:
     def resolved(self) -> "Config":
         """This config with every unset field filled from the environment or the defaults."""
         backend = self.backend or os.environ.get("LAZYGEOM_BACKEND") or "auto"
-        cache = self.cache_dir or os.environ.get("LAZYGEOM_CACHE_DIR") or str(
-            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lazygeom"
-        )
+        cache = self.cache_dir or os.environ.get("LAZYGEOM_CACHE_DIR") or _default_cache(
+            os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
         verbose = self.verbose
         if verbose is None:
             verbose = os.environ.get("LAZYGEOM_VERBOSE", "0") not in ("", "0", "false", "False")
         return Config(backend=normalize_backend(backend), cache_dir=cache, verbose=verbose)
+
+
+@functools.lru_cache(maxsize=8)
+def _default_cache(xdg_cache_home: Optional[str], home: Optional[str]) -> str:
+    """``$XDG_CACHE_HOME/lazygeom``, else ``~/.cache/lazygeom``; cached on the variables it reads
+    because every reduction resolves the config (Path.home() costs tens of microseconds)."""
+    return str(Path(xdg_cache_home if xdg_cache_home is not None else Path.home() / ".cache") / "lazygeom")
 
 
 def normalize_backend(name: str) -> str:

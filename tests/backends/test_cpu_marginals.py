@@ -44,6 +44,15 @@ def _exponents(x, y, u, v, p, eps):
     return (u.double()[:, None] + v.double()[None] - C) / eps
 
 
+def _cost_grad(x, y, p):
+    """(n, m, D) ∇ₓC(x_i, y_j) in float64, 0 where x_i = y_j for p = 1."""
+    diff = x.double()[:, None] - y.double()[None]
+    if p == 2:
+        return diff
+    d = diff.norm(dim=-1, keepdim=True)
+    return torch.where(d > 0, diff / d.clamp_min(1e-300), torch.zeros_like(diff))
+
+
 def _problem(g, n, m, D, dtype, eps):
     x = torch.rand(n, D, generator=g).to(dtype)
     y = torch.rand(m, D, generator=g).to(dtype)
@@ -69,15 +78,29 @@ def test_row_and_column_sums_over_listed_blocks(dtype, p, D):
     mask = _pair_mask(rows, spans, keep, n, m)
     E = _exponents(x, y, u, v, p, eps).exp() * mask
     want_R, want_S = E @ B.double(), A.double() @ E
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
     for mode in (0, 1):
         R, S = plan_marginals(blocks, x, u / eps, A, y, v / eps, B, p, eps, -math.inf, mode)
-        tol = 1e-5 if dtype == torch.float32 else 1e-12
         assert torch.allclose(R, want_R, rtol=tol, atol=0), float(((R - want_R).abs() / want_R.clamp_min(1e-300)).max())
         assert bool((R[: rows[0, 1]] == 0).all())
         if mode == 0:
             assert S is None
         else:
             assert torch.allclose(S, want_S, rtol=tol, atol=1e-300)
+    # the cost gradient's moments, each direction's own: ∇ₓC for the rows, ∇ᵧC = -∇ₓC for the columns
+    i, j = mask.nonzero()[mask.sum() // 2].tolist()
+    y[j] = x[i]  # a coincident listed pair: ∇|x - y| is 0 there, not NaN
+    E = _exponents(x, y, u, v, p, eps).exp() * mask
+    G = _cost_grad(x, y, p)
+    want_R = torch.cat(((E @ B.double())[:, None], torch.einsum("ij,j,ijd->id", E, B.double(), G)), dim=1)
+    want_S = torch.cat(((A.double() @ E)[:, None], -torch.einsum("ij,i,ijd->jd", E, A.double(), G)), dim=1)
+    for mode, grad in ((0, "rows"), (1, "rows"), (1, "both")):
+        R, S = plan_marginals(blocks, x, u / eps, A, y, v / eps, B, p, eps, -math.inf, mode, grad=grad)
+        assert R.shape == (n, 1 + D)
+        torch.testing.assert_close(R, want_R, rtol=tol, atol=tol * float(want_R.abs().max()))
+        if mode == 1:
+            want = want_S if grad == "both" else want_S[:, 0]
+            torch.testing.assert_close(S, want, rtol=tol, atol=tol * float(want.abs().max()))
 
 
 @pytest.mark.parametrize("p", [1, 2])
@@ -96,6 +119,11 @@ def test_symmetric_mode_sums_the_closure_once(p):
     E = _exponents(x, x, u, u, p, eps).exp() * _pair_mask(nodes, nodes, sym, n, n)
     want = E @ A.double()
     assert torch.allclose(R + S, want, rtol=1e-12, atol=0)
+    R, S = plan_marginals(_blocks(nodes, nodes, upper, x), x, u / eps, A, x, u / eps, A, p, eps, -math.inf, 2,
+                          grad="both")
+    moments = torch.einsum("ij,j,ijd->id", E, A.double(), _cost_grad(x, x, p))
+    torch.testing.assert_close(R + S, torch.cat((want[:, None], moments), dim=1), rtol=1e-12,
+                               atol=1e-12 * float(moments.abs().max()))
 
 
 def test_rows_skip_only_nodes_below_the_floor():
@@ -129,3 +157,8 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="dimension"):
         plan_marginals(blocks, x, torch.zeros(10), torch.ones(10), x, torch.zeros(10), torch.ones(10), 2, 0.1,
                        -math.inf, 1)
+    x = torch.rand(10, 2)
+    for mode, grad in ((1, "cols"), (2, "rows")):
+        with pytest.raises(ValueError, match="grad must be"):
+            plan_marginals(blocks, x, torch.zeros(10), torch.ones(10), x, torch.zeros(10), torch.ones(10), 2, 0.1,
+                           -math.inf, mode, grad=grad)

@@ -34,10 +34,7 @@ from typing import Callable, Optional
 import torch
 
 from ..backends.cpu import marginals as native
-from ..lazytensor import LazyTensor
 from ..settings import get_config, normalize_backend
-from ._lazy import lazy_i, lazy_j
-from .costs import GroundCost
 from .truncation import unique_pairs
 
 #: the accepted range of the sums, [TINY, 1/TINY] (their terms are float32 exponentials, which
@@ -115,15 +112,25 @@ def step(blocks: native.PairBlocks, x: torch.Tensor, y: torch.Tensor, u: torch.T
         ``(softmin_xy(v_log + v/ε), softmin_yx(u_log + u/ε))`` (the second None when symmetric),
         or None when a sum is out of the safe range (the caller then runs LogSumExp reductions).
     """
+    out = _step(blocks, x, y, u, v, u_log, v_log, p, eps, symmetric, floor_z, "none")
+    return None if out is None else out[:2]
+
+
+def _step(blocks, x, y, u, v, u_log, v_log, p, eps, symmetric, floor_z, grad):
+    """:func:`step` and the pass's sums (R, S) with the moments ``grad`` asks for
+    (:func:`lazygeom.backends.cpu.marginals.plan_marginals`): ``(new_u, new_v, R, S)`` or None."""
     R, S = native.plan_marginals(blocks, x, u / eps, u_log.exp(), y, v / eps, v_log.exp(), p, eps, floor_z,
-                                 2 if symmetric else 1)
+                                 2 if symmetric else 1, grad=grad)
+    if symmetric:
+        R, S = R + S, None
+    R0 = R if R.ndim == 1 else R[:, 0]
+    S0 = None if S is None else (S if S.ndim == 1 else S[:, 0])
     tiny = TINY[x.dtype]
-    rows = R + S if symmetric else R
-    sums = rows if symmetric else torch.cat((R, S))
+    sums = R0 if symmetric else torch.cat((R0, S0))
     if not bool(((sums >= tiny) & (sums <= 1 / tiny)).all()):  # nan fails too
         return None
-    new_u = u - eps * rows.log().to(u.dtype)
-    return new_u, (None if symmetric else v - eps * S.log().to(v.dtype))
+    new_u = u - eps * R0.log().to(u.dtype)
+    return new_u, (None if symmetric else v - eps * S0.log().to(v.dtype)), R, S
 
 
 class _Envelope(torch.autograd.Function):
@@ -131,22 +138,27 @@ class _Envelope(torch.autograd.Function):
 
     Forward: the values computed by the pass (given). Backward: the envelope-step gradients of
     :func:`lazygeom.ot.sinkhorn.sinkhorn_loop` (soft-min with its h detached, the cost
-    differentiated in its row points): ∂f̃_i/∂x_i = Σ_j P_ij ∇ₓC(x_i, y_j) with
-    P_ij = exp(h_j − C_ij/ε − L_i), L_i = −f̃_i/ε the LogSumExp the values already hold, so the
-    backward is one Sum reduction per side, as the LogSumExp path's. Under ``create_graph`` the
-    LogSumExp path is rebuilt and differentiated instead (its own gradients are symbolic).
+    differentiated in its row points): ∂f̃_i/∂x_i = Σ_j P_ij ∇ₓC(x_i, y_j), P_ij = B_j
+    exp(z_ij) / R_i the plan's row i over the pairs the forward pass summed: the forward pass
+    also sums the gradient's moments (:attr:`Envelope.R`), and the backward divides them. Under
+    ``create_graph`` the LogSumExp path is rebuilt and differentiated instead (its own gradients
+    are symbolic).
     """
 
     @staticmethod
     def forward(ctx, rows, cols, new_u, new_v, spec):
         ctx.spec = spec
-        ctx.save_for_backward(rows, cols, new_u, new_v)
+        ctx.save_for_backward(rows, cols)
         return new_u.clone(), (None if new_v is None else new_v.clone())
 
     @staticmethod
     def backward(ctx, g_u, g_v):
-        rows, cols, new_u, new_v = ctx.saved_tensors
+        rows, cols = ctx.saved_tensors
         spec = ctx.spec
+        need_rows = g_u is not None and ctx.needs_input_grad[0]
+        need_cols = g_v is not None and not spec.symmetric and ctx.needs_input_grad[1]
+        if not (need_rows or need_cols):
+            return None, None, None, None, None
         if torch.is_grad_enabled():  # a graph of the gradient is wanted: the differentiable path
             outs = spec.fallback()
             pairs = [(o, g) for o, g in zip(outs, (g_u, g_v)) if o is not None and g is not None and o.requires_grad]
@@ -156,28 +168,15 @@ class _Envelope(torch.autograd.Function):
             grads = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
                                              allow_unused=True, create_graph=True))
             return (*(next(grads) if need else None for need in ctx.needs_input_grad[:2]), None, None, None)
-        grad_rows = grad_cols = None
-        if g_u is not None and ctx.needs_input_grad[0]:
-            grad_rows = _envelope_grad(spec, rows, cols, spec.h_u, new_u, g_u, spec.ranges_u)
-        if g_v is not None and new_v is not None and ctx.needs_input_grad[1]:
-            grad_cols = _envelope_grad(spec, cols, rows, spec.h_v, new_v, g_v, spec.ranges_v)
+        grad_rows = _weighted(spec.R, g_u, rows) if need_rows else None
+        grad_cols = _weighted(spec.S, g_v, cols) if need_cols else None
         return grad_rows, grad_cols, None, None, None
 
 
-def _envelope_grad(spec, rows, cols, h, new, g, ranges) -> torch.Tensor:
-    """``g_i Σ_j exp(h_j − C_ij/ε − L_i) ∇ₓC(x_i, y_j)``, L = −new/ε, for C = |x − y|²/2 or |x − y|.
-
-    Points ``(*batch, n, D)``; h, new and g are read with the points' batch shape (the multiscale
-    operator's have a batch of one in front of unbatched points)."""
-    shape = rows.shape
-    rows, cols = rows.detach(), cols.detach()
-    h, new, g = h.reshape(cols.shape[:-1]), new.reshape(rows.shape[:-1]), g.reshape(rows.shape[:-1])
-    inv_eps = torch.full((1,), 1.0 / spec.eps, dtype=rows.dtype, device=rows.device)
-    C = spec.cost.formula(rows, cols)
-    P = (lazy_j(h[..., None]) - C * LazyTensor(inv_eps) + lazy_i((new * inv_eps)[..., None])).exp()
-    weight = P if spec.cost.p == 2 else P / C  # ∇ₓ|x − y| = (x − y) / |x − y| (the guarded C)
-    G = (weight * (lazy_i(rows) - lazy_j(cols))).sum(dim=-2, ranges=ranges, backend=spec.engine_backend)
-    return (G * g[..., None]).reshape(shape)
+def _weighted(sums: torch.Tensor, g: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``g_i`` times the soft-min's gradient ``Σ_j P_ij ∇C`` (the moments over the sum), shaped like the points."""
+    grad = sums[:, 1:] / sums[:, :1] * g.reshape(-1, 1).to(sums.dtype)
+    return grad.to(points.dtype).reshape(points.shape)
 
 
 @dataclass(frozen=True)
@@ -185,49 +184,50 @@ class Envelope:
     """What the backward of a final step needs (see :func:`differentiable`).
 
     Attributes:
-        cost, eps, engine_backend: the soft-min's.
-        h_u, h_v: the detached log-weights-plus-potentials of the row and column soft-mins.
-        ranges_u, ranges_v: the block-sparse ranges of the gradients' Sum reductions (None: all pairs).
+        symmetric: a self-interaction (the columns are the rows, detached).
+        R, S: the pass's row and column sums with the cost gradient's moments, ``(n, 1 + D)``
+            and ``(m, 1 + D)`` (:func:`lazygeom.backends.cpu.marginals.plan_marginals`), for the
+            sides whose points require gradients (else None or the bare sums); a
+            self-interaction's R is its full row sums, S None.
         fallback: ``() -> (new_u, new_v)`` by the differentiable LogSumExp path.
     """
 
-    cost: GroundCost
-    eps: float
-    engine_backend: Optional[str]
-    h_u: torch.Tensor
-    h_v: Optional[torch.Tensor]
-    ranges_u: Optional[tuple]
-    ranges_v: Optional[tuple]
+    symmetric: bool
+    R: torch.Tensor
+    S: Optional[torch.Tensor]
     fallback: Callable[[], tuple]
 
 
 def jacobi_step(op, blocks: native.PairBlocks, eps: float, pair: str, u: torch.Tensor, v: torch.Tensor,
-                u_log: torch.Tensor, v_log: torch.Tensor, grad: str = "none", floor_z: float = -math.inf,
-                ranges: tuple = (None, None)) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+                u_log: torch.Tensor, v_log: torch.Tensor, grad: str = "none",
+                floor_z: float = -math.inf) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
     """A soft-min operator's ``step`` (:class:`lazygeom.ot.softmin.SoftminOperator`) through :func:`step`.
 
     Args:
-        op: the operator (its points ``x``, ``y``, ``cost``, ``engine_backend``, and its soft-min
-            for the differentiable fallback).
+        op: the operator (its points ``x``, ``y``, ``cost``, and its soft-min for the
+            differentiable fallback).
         blocks: the pairs of ``pair``.
         eps, pair, u, v, u_log, v_log: as the operator's ``step``: potentials and log-weights of
             the rows and columns, shaped like the operator's soft-min outputs.
         grad: "none", or "rows": the final step's values, differentiable like
             ``softmin(..., grad="rows")`` (:func:`differentiable`).
         floor_z: the per-row skip threshold.
-        ranges: the block-sparse ranges of the soft-mins of ``pair`` and of its reverse (the
-            gradients' Sum reductions), None for all pairs.
     """
     rows = op.x if pair[0] == "x" else op.y
     cols = op.x if pair[1] == "x" else op.y
     symmetric = pair[0] == pair[1]
     D = rows.shape[-1]
-    out = step(blocks, rows.detach().reshape(-1, D), cols.detach().reshape(-1, D), u.reshape(-1), v.reshape(-1),
-               u_log.expand_as(u).reshape(-1), v_log.expand_as(v).reshape(-1), op.cost.p, eps, symmetric, floor_z)
+    x, y = rows.detach().reshape(-1, D), cols.detach().reshape(-1, D)
+    flat = [t.reshape(-1) for t in (u, v, u_log.expand_as(u), v_log.expand_as(v))]
+    # the final step's backward divides moments that this pass sums along (no second pass)
+    tracked = grad != "none" and torch.is_grad_enabled()
+    rows_grad, cols_grad = tracked and rows.requires_grad, tracked and not symmetric and cols.requires_grad
+    moments = "both" if cols_grad or (symmetric and rows_grad) else "rows" if rows_grad else "none"
+    out = _step(blocks, x, y, *flat, op.cost.p, eps, symmetric, floor_z, moments)
     if out is None:
         return None
     new_u, new_v = out[0].reshape(u.shape), (None if symmetric else out[1].reshape(v.shape))
-    if grad == "none":
+    if not (rows_grad or cols_grad):
         return new_u, new_v
     h_u = (v_log + v / eps).detach()
     h_v = None if symmetric else (u_log + u / eps).detach()
@@ -235,9 +235,9 @@ def jacobi_step(op, blocks: native.PairBlocks, eps: float, pair: str, u: torch.T
     def fallback():
         return op(eps, pair, h_u, grad="rows"), (None if symmetric else op(eps, pair[::-1], h_v, grad="rows"))
 
-    spec = Envelope(op.cost, eps, op.engine_backend, h_u, h_v, ranges[0], ranges[1], fallback)
     # a self-interaction's columns are its rows, detached (grad="rows")
-    return differentiable(rows, cols.detach() if symmetric else cols, new_u, new_v, spec)
+    return differentiable(rows, cols.detach() if symmetric else cols, new_u, new_v,
+                          Envelope(symmetric, out[2], out[3], fallback))
 
 
 def differentiable(rows: torch.Tensor, cols: torch.Tensor, new_u: torch.Tensor, new_v: Optional[torch.Tensor],

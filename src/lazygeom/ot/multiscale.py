@@ -105,12 +105,10 @@ class BlockSparseSoftmin:
         """Both updates of a Jacobi step in one pass over ``blocks[pair]`` (the kept pairs, a
         self-interaction's symmetric closure), each row skipping the column nodes below
         ``floor_z`` (:mod:`lazygeom.ot.marginals`); None without blocks or out of range. The
-        gradients of ``grad="rows"`` reduce over the soft-mins' own ranges."""
+        gradients of ``grad="rows"`` sum over the same pairs as the values."""
         if pair not in self.blocks:
             return None
-        ranges = (self.ranges[pair], None if pair[0] == pair[1] else self.ranges[pair[::-1]])
-        return marginals.jacobi_step(self, self.blocks[pair], eps, pair, u, v, u_log, v_log, grad, self.floor_z,
-                                     ranges)
+        return marginals.jacobi_step(self, self.blocks[pair], eps, pair, u, v, u_log, v_log, grad, self.floor_z)
 
     def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor:
         _check(pair, grad)

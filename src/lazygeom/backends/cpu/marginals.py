@@ -39,7 +39,7 @@ _SCALARS = {torch.float32: ("float", ctypes.c_float), torch.float64: ("double", 
 
 
 def _signature(c_scalar) -> dict:
-    return {"lg_plan_marginals": ([_I, _C, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P, _P, c_scalar,
+    return {"lg_plan_marginals": ([_I, _C, _C, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P, _P, c_scalar,
                                    c_scalar, _C, _P, _P, _I, _C], _C)}
 
 
@@ -72,7 +72,7 @@ def supported(x: torch.Tensor, y: torch.Tensor) -> bool:
 
 def plan_marginals(blocks: PairBlocks, x: torch.Tensor, U: torch.Tensor, A: torch.Tensor, y: torch.Tensor,
                    V: torch.Tensor, B: torch.Tensor, p: int, eps: float, floor_z: float,
-                   mode: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                   mode: int, grad: str = "none") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Row sums ``R_i = Σ_j B_j exp(z_ij)`` and column sums ``S_j = Σ_i A_i exp(z_ij)`` (float64).
 
     Args:
@@ -86,10 +86,17 @@ def plan_marginals(blocks: PairBlocks, x: torch.Tensor, U: torch.Tensor, A: torc
             (``-inf``: every listed pair is visited).
         mode: 0 row sums only; 1 both; 2 a self-interaction listed as the pairs I <= J of a
             symmetric set (cluster c being node c): S then holds the other half of the row sums.
+        grad: "none"; "rows": also the cost gradient's moments in the rows, ``R`` being
+            ``(n, 1 + D)``, ``[R_i, Σ_j B_j exp(z_ij) ∇ₓC(x_i, y_j)]`` (∇|x − y| taken as 0 at
+            x = y); "both": in the columns too, ``S`` ``(m, 1 + D)``, ``[S_j, Σ_i A_i exp(z_ij)
+            ∇ᵧC(x_i, y_j)]`` (mode 2 needs "both" or "none": S holds half the rows).
 
     Returns:
         ``(R, S)``, S None in mode 0.
     """
+    if grad not in ("none", "rows", "both") or (mode == 2 and grad == "rows"):
+        raise ValueError(f"plan_marginals: grad must be 'none', 'rows' or 'both' ('none' or 'both' in mode 2), "
+                         f"got {grad!r} in mode {mode}")
     if not supported(x, y) or p not in (1, 2):
         raise ValueError(f"plan_marginals: needs CPU float32/float64 points of dimension 1-{MAX_DIM} "
                          f"and p in (1, 2), got {tuple(x.shape)} {x.dtype}, p={p}")
@@ -108,18 +115,23 @@ def plan_marginals(blocks: PairBlocks, x: torch.Tensor, U: torch.Tensor, A: torc
     lengths = blocks.spans[:, 1] - blocks.spans[:, 0]
     vmax = torch.segment_reduce(V, "max", lengths=lengths) if cull else torch.zeros(lengths.shape[0], dtype=dtype)
     threads = torch.get_num_threads()
-    R = torch.empty(n, dtype=torch.float64)
-    S = torch.zeros((threads, m) if mode else (0,), dtype=torch.float64)
+    KR, KC = (1 + D if grad != "none" else 1), (1 + D if grad == "both" else 1)
+    R = torch.empty(n, KR, dtype=torch.float64)
+    S = torch.zeros((threads, m, KC) if mode else (0,), dtype=torch.float64)
     args = [t.contiguous() for t in (blocks.rows, blocks.slices, blocks.nodes, blocks.spans)]
     flt = [t.to(dtype).contiguous() for t in (blocks.lo, blocks.hi, vmax, x, U, A, yT, V, B)]
     lo, hi, vm, xc, Uc, Ac, yTc, Vc, Bc = flt
     coef = 1.0 / eps if p == 1 else 0.5 / eps
-    rc = lib.lg_plan_marginals(D, p, args[0].shape[0], args[0].data_ptr(), args[1].data_ptr(), args[2].data_ptr(),
+    rc = lib.lg_plan_marginals(D, p, ("none", "rows", "both").index(grad), args[0].shape[0], args[0].data_ptr(), args[1].data_ptr(), args[2].data_ptr(),
                                args[3].data_ptr(), lo.data_ptr(), hi.data_ptr(), vm.data_ptr(), xc.data_ptr(),
                                Uc.data_ptr(), Ac.data_ptr(), yTc.data_ptr(), mp, Vc.data_ptr(), Bc.data_ptr(),
                                coef, floor_z, mode, R.data_ptr(), S.data_ptr(), m, threads)
     if rc != 0:  # pragma: no cover - guarded by supported()
         raise RuntimeError(f"plan_marginals: no compiled instance for D={D}")
+    if KR == 1:
+        R = R[:, 0]
+    if KC == 1 and mode:
+        S = S[..., 0]
     return R, (S.sum(0) if mode else None)
 
 
