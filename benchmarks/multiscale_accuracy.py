@@ -13,7 +13,7 @@ Columns: the relative differences of the loss and of its gradient in x (l2 norms
 online solver and against the multiscale solver without truncation (``truncate=None``: same
 hierarchy, same path; this isolates the truncation's error, while the difference with the online
 solver also holds the two paths' convergence gap), the time of each solve (forward + backward),
-and the fraction of the point pairs the last xy soft-min visited. Writes ``results/multiscale_accuracy.md``/``.json``.
+and the fraction of the point pairs within the last xy update's bound. Writes ``results/multiscale_accuracy.md``/``.json``.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"truncate={tau}: vs online {row['rel_loss']:.2e} / {row['rel_grad']:.2e}, vs untruncated "
               f"{row['rel_loss_untruncated']:.2e} / {row['rel_grad_untruncated']:.2e}, {t0:.1f} s, "
-              f"xy pairs visited {100 * row['visited_xy']:.3g}%", flush=True)
+              f"xy pairs kept {100 * row['visited_xy']:.3g}%", flush=True)
     lines = [
         "# Multiscale Sinkhorn: accuracy against the online solver, per `truncate`",
         "",
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         f"{args.threads} threads. Time: one solve, forward + gradient in x.",
         "",
         "| truncate | loss vs online | gradient vs online | loss vs untruncated | gradient vs untruncated | time "
-        "| xy point pairs visited (last step) |",
+        "| xy point pairs kept (last step) |",
         "|---|---|---|---|---|---|---|",
         f"| online | (S = {S1:.8g}) | - | - | - | {t1:.1f} s | 100% |",
     ]

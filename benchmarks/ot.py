@@ -17,6 +17,10 @@ blur 0.05 (ε = 0.0025), scaling 0.5. Implementations:
   "auto": online LazyTensor reductions on the compiled CPU backend below 8,000 points, multiscale
   from there), the debiased divergence S_ε, value + gradient with respect to x (``.backward()``);
 - ``lazygeom-online``, ``lazygeom-multiscale``: the same with that backend forced;
+- ``lazygeom-multiscale-resolution`` (``--multiscale`` only): multiscale with the blur following
+  the sampling resolution, blur = 0.05 (N / 50,000)^(−1/3) (0.086 at 10^4, 0.018 at 10^6): the
+  regime of the N log N claim, where the number of points within a few blurs of a point stays
+  constant. At a fixed blur it grows like N, and so does the work per point;
 - ``lazygeom-s0.9``: the same with ``scaling=0.9`` (about 5x more iterations): how much of the
   error is the short schedule's;
 - ``geomloss-online``: ``geomloss.SamplesLoss`` with the same arguments and ``backend="online"``
@@ -39,9 +43,12 @@ predicted (from the previous size, quadratically: cubically for emd2) to take lo
 share well below 1 (CPU time / (wall x threads)) means other processes competed for the cores,
 and the load average is written with the results.
 
-Floor. lazygeom's forward pass runs 4 LogSumExp reductions per Sinkhorn step (f, g, f_aa, g_bb) over
-``n_steps + 1`` steps (schedule + final extrapolation), its backward 2 Sum reductions (∇f, ∇f_aa
-at x): the table's "G pairs/s" is that number of pair evaluations x N x M divided by the time.
+Floor. lazygeom's online solver initialises with 4 LogSumExp reductions (f, g, f_aa, g_bb), then
+runs ``n_steps`` Jacobi steps (the schedule's remaining values and the final extrapolation), each
+one pass over the pairs of xy (both updates) and one over half the pairs of xx and of yy
+(symmetric), that is 2 N² pair evaluations (N = M); the final pass also sums the gradient's
+moments, so the backward evaluates no pairs. The table's "G pairs/s" is (4 + 2 n_steps) N²
+divided by the time.
 
 Outputs: ``benchmarks/results/ot.md`` (the table, also printed), ``ot.json`` (every number, the
 machine) and ``ot.png`` (time and error against N).
@@ -60,10 +67,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 D, BLUR, SCALING, SEED = 3, 0.05, 0.5, 0
-IMPLS = ("lazygeom", "lazygeom-s0.9", "lazygeom-online", "lazygeom-multiscale", "geomloss-online",
-         "geomloss-multiscale", "geomloss-tensorized", "pot-emd2", "pot-sinkhorn2")
+IMPLS = ("lazygeom", "lazygeom-s0.9", "lazygeom-online", "lazygeom-multiscale", "lazygeom-multiscale-resolution",
+         "geomloss-online", "geomloss-multiscale", "geomloss-tensorized", "pot-emd2", "pot-sinkhorn2")
+#: lazygeom-multiscale-resolution: blur = BLUR (N / RESOLUTION_N)^(-1/D), the sampling resolution's scale
+RESOLUTION_N = 50_000
 #: predicted time ~ N^growth, to skip calls that would exceed --max-call (2 for the others)
-GROWTH = {"pot-emd2": 3.0, "lazygeom-multiscale": 1.8, "geomloss-multiscale": 1.6}
+GROWTH = {"pot-emd2": 3.0, "lazygeom-multiscale": 1.8, "lazygeom-multiscale-resolution": 1.3,
+          "geomloss-multiscale": 1.6}
+#: seconds: calls predicted to take longer are skipped (``--max-call``)
+MAX_CALL = 150.0
 #: the speed-up columns of the table: (ours, peer)
 RATIOS = (("lazygeom", "geomloss-online"), ("lazygeom-multiscale", "geomloss-multiscale"),
           ("lazygeom-multiscale", "lazygeom-online"))
@@ -94,8 +106,12 @@ def _torch_call(loss):
     return call
 
 
-def _make_call(impl: str):
-    """``call(x, y) -> value`` (float) for an implementation, and extra facts."""
+def _blur(impl: str, n: int) -> float:
+    return BLUR * (n / RESOLUTION_N) ** (-1.0 / D) if impl == "lazygeom-multiscale-resolution" else BLUR
+
+
+def _make_call(impl: str, n: int):
+    """``call(x, y) -> value`` (float) for an implementation at size n."""
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -103,8 +119,8 @@ def _make_call(impl: str):
         from lazygeom.ot import SamplesLoss
 
         scaling = 0.9 if impl == "lazygeom-s0.9" else SCALING
-        backend = impl.split("-")[1] if impl in ("lazygeom-online", "lazygeom-multiscale") else "auto"
-        return _torch_call(SamplesLoss("sinkhorn", p=2, blur=BLUR, scaling=scaling, backend=backend))
+        backend = impl.split("-")[1] if impl.startswith(("lazygeom-online", "lazygeom-multiscale")) else "auto"
+        return _torch_call(SamplesLoss("sinkhorn", p=2, blur=_blur(impl, n), scaling=scaling, backend=backend))
     if impl.startswith("geomloss"):
         import geomloss
 
@@ -133,7 +149,7 @@ def worker(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    call = _make_call(spec["impl"])
+    call = _make_call(spec["impl"], spec["n"])
     t0 = time.perf_counter()
     call(*_data(512))
     first = time.perf_counter() - t0
@@ -160,7 +176,7 @@ def worker(spec: dict) -> dict:
 
         scaling = 0.9 if spec["impl"] == "lazygeom-s0.9" else SCALING
         steps = len(epsilon_schedule(2, max_diameter(x, y), BLUR, scaling))
-        out["pair_evaluations"] = (4 * (steps + 1) + 2) * spec["n"] ** 2
+        out["pair_evaluations"] = (4 + 2 * steps) * spec["n"] ** 2
     return out
 
 
@@ -245,21 +261,27 @@ def _plot(results: list[dict], path: Path) -> bool:
         if not rs:
             continue
         ax_t.loglog([r["n"] for r in rs], [r["seconds"] for r in rs], "o-", label=impl)
-        if impl == "lazygeom-multiscale" and len(rs) > 1:  # trend guides through its first point
+        if impl.startswith("lazygeom-multiscale") and len(rs) > 1:  # trend guides through its first point
             import math
 
             n0, t0 = rs[0]["n"], rs[0]["seconds"]
             ns = [r["n"] for r in rs]
+            fixed = impl == "lazygeom-multiscale"  # the resolution series gets the N log N guide only
             ax_t.loglog(ns, [t0 * n * math.log(n) / (n0 * math.log(n0)) for n in ns], "k--", lw=0.8,
-                        label="∝ N log N")
-            ax_t.loglog(ns, [t0 * (n / n0) ** 2 for n in ns], "k:", lw=0.8, label="∝ N²")
+                        label="∝ N log N" if fixed or not any(r["impl"] == "lazygeom-multiscale" for r in results)
+                        else None)
+            if fixed:
+                ax_t.loglog(ns, [t0 * (n / n0) ** 2 for n in ns], "k:", lw=0.8, label="∝ N²")
         er = [(r["n"], abs(r["value"] - exact[r["n"]]) / exact[r["n"]]) for r in rs if r["n"] in exact]
         if er and impl != "pot-emd2" and ax_e is not None:
             ax_e.semilogx([n for n, _ in er], [100 * e for _, e in er], "o-", label=impl)
             has_errors = True
     ax_t.set_xlabel("N = M")
     ax_t.set_ylabel("seconds (lazygeom, geomloss: forward + backward)")
-    ax_t.set_title(f"Sinkhorn, D={D}, float32, blur {BLUR}, scaling {SCALING}")
+    resolution = any(r["impl"] == "lazygeom-multiscale-resolution" for r in results)
+    ax_t.set_title(f"Sinkhorn, D={D}, float32, blur {BLUR}" + (f" (resolution: {BLUR}·(N/{RESOLUTION_N:.0e})^(-1/{D}))"
+                                                               if resolution else "") + f", scaling {SCALING}",
+                   fontsize=9 if resolution else None)
     ax_t.grid(True, which="both", alpha=0.3)
     ax_t.legend()
     if ax_e is not None:
@@ -286,7 +308,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--budget", type=float, default=60.0, help="seconds of timed calls per measurement")
-    ap.add_argument("--max-call", type=float, default=150.0, help="skip calls predicted to take longer")
+    ap.add_argument("--max-call", type=float, default=MAX_CALL, help="skip calls predicted to take longer")
     ap.add_argument("--tensorized-max", type=int, default=5000, help="largest N for geomloss-tensorized")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--replot", action="store_true", help="redraw the figure from the saved JSON, run nothing")
@@ -304,7 +326,8 @@ def main(argv=None) -> int:
     if args.multiscale:
         sizes = args.sizes or [10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000]
         if args.impls == list(IMPLS):
-            args.impls = ["lazygeom-multiscale", "lazygeom-online", "geomloss-multiscale"]
+            args.impls = ["lazygeom-multiscale", "lazygeom-multiscale-resolution", "lazygeom-online",
+                          "geomloss-multiscale"]
     else:
         sizes = args.sizes or ([1000, 2000, 5000] if args.quick else [1000, 2000, 5000, 10000, 20000])
     load_before, t_start = _load(), time.time()
@@ -360,7 +383,8 @@ def main(argv=None) -> int:
            if busy else "."),
         "",
         "Reproduce: `.venv/bin/python benchmarks/ot.py" + (" --quick" if args.quick else "")
-        + (" --multiscale" if args.multiscale else "") + "`.",
+        + (" --multiscale" if args.multiscale else "")
+        + (f" --max-call {args.max_call:g}" if args.max_call != MAX_CALL else "") + "`.",
     ]
     merged = sorted({r["impl"] for r in kept})
     if merged:

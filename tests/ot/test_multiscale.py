@@ -169,7 +169,7 @@ def test_verbose_report(gen, capsys):
     x, y = blob_clouds(gen, 3000)
     SamplesLoss(backend="multiscale", blur=0.05, cluster_scale=0.05, verbose=True)(x, y)
     out = capsys.readouterr().out
-    assert "levels (coarse to fine)" in out and "point pairs visited" in out and "xy " in out
+    assert "levels (coarse to fine)" in out and "point pairs within each update's bound" in out and "xy " in out
     assert "truncation at level" in out and "eps" in out and "backend 'multiscale'" in out
 
 

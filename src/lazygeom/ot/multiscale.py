@@ -18,7 +18,9 @@ to k + 1 ("descending"):
    same formula as an update, e.g. f(x) = λ softmin_ε(C(x, ·), log b + g/ε) over level k's
    columns), restricted to the kept pairs;
 3. the level's reductions only visit the children of kept pairs: block-sparse ``ranges`` whose
-   clusters are the nodes of level k (:func:`lazygeom.cluster.from_pairs`).
+   clusters are the nodes of level k (:func:`lazygeom.cluster.from_pairs`); on CPU both updates
+   of a step are one pass over those pairs (:mod:`lazygeom.ot.marginals`), each row also
+   skipping the column nodes its own bound puts below −truncate.
 
 As ε decreases on a level (and before the final step, and every ``RETRUNCATE_EVERY`` updates at
 a fixed ε), the level's block pairs are chosen again from its current potentials, among the
@@ -273,7 +275,7 @@ class Multiscale:
         self.visited_fraction = fractions["xy"]
         detail = ", ".join(f"{pair} {100 * f:.3g}%" for pair, f in fractions.items())
         self._say(f"multiscale: level {k}: {self.tx.levels[k].size} x {self.ty.levels[k].size} points, "
-                  f"{self.kept['xy'][0].numel()} block pairs, point pairs visited: {detail}")
+                  f"{self.kept['xy'][0].numel()} block pairs, point pairs within each update's bound: {detail}")
 
     # --- the loop's hook ------------------------------------------------------------------------
 

@@ -79,7 +79,7 @@ class SamplesLoss(torch.nn.Module):
         potentials: return the dual potentials ``(F, G)``, shaped like the weights, instead of
             the loss (sinkhorn: f − f_aa and g − g_bb, or f and g without debiasing).
         verbose: print the backend, the schedule and the timing of each call (multiscale: also
-            the levels, the level of each step and the fraction of point pairs visited).
+            the levels, the level of each step and the fraction of point pairs each update keeps).
         backend: "auto" (tensorized for at most ``TENSORIZED_MAX_ENTRIES`` = 32,768 cost entries
             B·N·M; else, for sinkhorn with a built-in cost in D <= 3 and at least
             ``MULTISCALE_MIN_POINTS`` points per cloud, multiscale; else online), "tensorized"
