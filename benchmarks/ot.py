@@ -168,8 +168,9 @@ def worker(spec: dict) -> dict:
            "value": value, "first_call_512": first}
     from lazygeom.ot.softmin import MULTISCALE_MIN_POINTS
 
-    dense = spec["impl"] in ("lazygeom-online", "lazygeom-s0.9") or (
-        spec["impl"] == "lazygeom" and spec["n"] < MULTISCALE_MIN_POINTS)
+    # "lazygeom" and "lazygeom-s0.9" use backend="auto": online below MULTISCALE_MIN_POINTS only
+    dense = spec["impl"] == "lazygeom-online" or (
+        spec["impl"] in ("lazygeom", "lazygeom-s0.9") and spec["n"] < MULTISCALE_MIN_POINTS)
     if dense:
         # dense pair evaluations: meaningful for the online solver only ("auto" is online below it)
         from lazygeom.ot import epsilon_schedule, max_diameter
@@ -283,14 +284,14 @@ def _plot(results: list[dict], path: Path) -> bool:
                                                                if resolution else "") + f", scaling {SCALING}",
                    fontsize=9 if resolution else None)
     ax_t.grid(True, which="both", alpha=0.3)
-    ax_t.legend()
+    ax_t.legend(fontsize=7, loc="upper left")
     if ax_e is not None:
         ax_e.set_xlabel("N = M")
         ax_e.set_ylabel("|value - exact OT| / exact OT (%)")
         ax_e.set_title("error against ot.emd2")
         ax_e.grid(True, which="both", alpha=0.3)
         if has_errors:
-            ax_e.legend()
+            ax_e.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return True
@@ -330,6 +331,8 @@ def main(argv=None) -> int:
                           "geomloss-multiscale"]
     else:
         sizes = args.sizes or ([1000, 2000, 5000] if args.quick else [1000, 2000, 5000, 10000, 20000])
+        if args.impls == list(IMPLS):  # the resolution series belongs to --multiscale's sizes
+            args.impls = [i for i in IMPLS if i != "lazygeom-multiscale-resolution"]
     load_before, t_start = _load(), time.time()
     results: list[dict] = []
     kept: list[dict] = []
