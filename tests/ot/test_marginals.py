@@ -96,15 +96,19 @@ def test_losses_and_gradients_equal_those_of_the_lse_loop(gen, monkeypatch, back
         assert float((new - old).norm() / old.norm()) <= tol * 10
 
 
-def test_second_order_gradients_equal_those_of_the_lse_loop(gen, monkeypatch):
+@pytest.mark.parametrize("backend", ["online", "multiscale"])
+def test_second_order_gradients_equal_those_of_the_lse_loop(gen, monkeypatch, backend):
     """Under create_graph the final step's backward rebuilds the differentiable LogSumExp path:
-    the Hessian-vector product is the LSE loop's."""
-    x, y = cloud(gen, 400, 2), cloud(gen, 300, 2, shift=0.3)
-    direction = torch.randn(400, 2, generator=gen, dtype=torch.float64)
+    the Hessian-vector product is the LSE loop's (multiscale: up to the per-row skips, measured
+    4e-7 on the gradient and 3e-6 on the product)."""
+    n, m, D = (400, 300, 2) if backend == "online" else (2000, 1500, 3)
+    x, y = cloud(gen, n, D), cloud(gen, m, D, shift=0.3)
+    direction = torch.randn(n, D, generator=gen, dtype=torch.float64)
 
     def hvp():
         xg = x.clone().requires_grad_()
-        value = SamplesLoss("sinkhorn", p=2, blur=0.1, scaling=0.7, backend="online")(xg, y)
+        value = SamplesLoss("sinkhorn", p=2, blur=0.1 if backend == "online" else 0.05, scaling=0.7,
+                            backend=backend)(xg, y)
         (grad,) = torch.autograd.grad(value, xg, create_graph=True)
         (second,) = torch.autograd.grad((grad * direction).sum(), xg)
         return grad.detach(), second
@@ -112,6 +116,10 @@ def test_second_order_gradients_equal_those_of_the_lse_loop(gen, monkeypatch):
     g1, h1 = hvp()
     _without_steps(monkeypatch)
     g0, h0 = hvp()
-    torch.testing.assert_close(g1, g0, rtol=1e-10, atol=1e-14)
     assert float(h0.norm()) > 0
-    torch.testing.assert_close(h1, h0, rtol=1e-8, atol=1e-10 * float(h0.abs().max()))
+    if backend == "online":
+        torch.testing.assert_close(g1, g0, rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(h1, h0, rtol=1e-8, atol=1e-10 * float(h0.abs().max()))
+    else:
+        assert float((g1 - g0).norm() / g0.norm()) < 1e-5
+        assert float((h1 - h0).norm() / h0.norm()) < 1e-4
