@@ -55,8 +55,9 @@ BACKENDS = ("auto", "tensorized", "online", "multiscale")
 class SoftminOperator(Protocol):
     """What the Sinkhorn loop needs: ``softmin(eps, pair, h, grad)`` -> ``(B, #rows)``.
 
-    An operator may also have ``step(eps, pair, u, v, u_log, v_log)``: both sides' updates of a
-    Jacobi step in one pass (:mod:`lazygeom.ot.marginals`), or None where it does not apply.
+    An operator may also have ``step(eps, pair, u, v, u_log, v_log, grad)``: both sides' updates
+    of a Jacobi step in one pass (:mod:`lazygeom.ot.marginals`; ``grad="rows"`` for the final
+    step), or None where it does not apply.
     """
 
     def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor: ...

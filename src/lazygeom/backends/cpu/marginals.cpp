@@ -71,7 +71,7 @@ LG_INLINE void node_tiles(int64_t c0, int64_t c1, const int* act, int na, const 
     // two passes, as LogSumExp's: the exponents, then their exponentials. Each pass's
     // dependency chains are short enough for the out-of-order window to overlap many vecs
     // (in one pass, a chain of ~20 dependent ops per vec: 3.3 instead of 4+ G pairs/s).
-    vec zb[NV], wb[G && P == 1 ? NV : 1];
+    vec zb[NV], wb[NV];  // wb: 1 / |x - y| (p = 1 gradients only; unused otherwise)
     for (int v = 0; v < nv; ++v) {
       vec s = bc(0);
       for (int d = 0; d < D; ++d) {
@@ -90,13 +90,13 @@ LG_INLINE void node_tiles(int64_t c0, int64_t c1, const int* act, int na, const 
       const vec er = E * Bn[v];
       ra[0] += er;
       if (BOTH) cacc[v][0] += E * Ai;
-      if (G) {
-        const vec gr = P == 1 ? er * wb[P == 1 ? v : 0] : er;
-        const vec gc = P == 1 ? E * Ai * wb[P == 1 ? v : 0] : E * Ai;
+      if constexpr (G) {
+        const vec gr = P == 1 ? er * wb[v] : er;
+        const vec gc = P == 1 ? E * Ai * wb[v] : E * Ai;
         for (int d = 0; d < D; ++d) {
           const vec t = xb[d] - yn[v][d];
-          if (GR) ra[KR == 1 ? 0 : 1 + d] += gr * t;
-          if (BOTH && GC) cacc[v][KC == 1 ? 0 : 1 + d] -= gc * t;
+          if constexpr (GR) ra[1 + d] += gr * t;
+          if constexpr (BOTH && GC) cacc[v][1 + d] -= gc * t;
         }
       }
     }

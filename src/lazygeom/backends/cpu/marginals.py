@@ -36,6 +36,8 @@ _VBYTES = 32  # bytes of one vec, as in lgmath.hpp
 
 _P, _I, _C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SCALARS = {torch.float32: ("float", ctypes.c_float), torch.float64: ("double", ctypes.c_double)}
+#: the ``grad`` values of :func:`plan_marginals`, in the order of the C entry's ``grad`` code
+_GRADS = ("none", "rows", "both")
 
 
 def _signature(c_scalar) -> dict:
@@ -94,7 +96,7 @@ def plan_marginals(blocks: PairBlocks, x: torch.Tensor, U: torch.Tensor, A: torc
     Returns:
         ``(R, S)``, S None in mode 0.
     """
-    if grad not in ("none", "rows", "both") or (mode == 2 and grad == "rows"):
+    if grad not in _GRADS or (mode == 2 and grad == "rows"):
         raise ValueError(f"plan_marginals: grad must be 'none', 'rows' or 'both' ('none' or 'both' in mode 2), "
                          f"got {grad!r} in mode {mode}")
     if not supported(x, y) or p not in (1, 2):
@@ -122,8 +124,8 @@ def plan_marginals(blocks: PairBlocks, x: torch.Tensor, U: torch.Tensor, A: torc
     flt = [t.to(dtype).contiguous() for t in (blocks.lo, blocks.hi, vmax, x, U, A, yT, V, B)]
     lo, hi, vm, xc, Uc, Ac, yTc, Vc, Bc = flt
     coef = 1.0 / eps if p == 1 else 0.5 / eps
-    rc = lib.lg_plan_marginals(D, p, ("none", "rows", "both").index(grad), args[0].shape[0], args[0].data_ptr(), args[1].data_ptr(), args[2].data_ptr(),
-                               args[3].data_ptr(), lo.data_ptr(), hi.data_ptr(), vm.data_ptr(), xc.data_ptr(),
+    rc = lib.lg_plan_marginals(D, p, _GRADS.index(grad), args[0].shape[0], args[0].data_ptr(), args[1].data_ptr(),
+                               args[2].data_ptr(), args[3].data_ptr(), lo.data_ptr(), hi.data_ptr(), vm.data_ptr(), xc.data_ptr(),
                                Uc.data_ptr(), Ac.data_ptr(), yTc.data_ptr(), mp, Vc.data_ptr(), Bc.data_ptr(),
                                coef, floor_z, mode, R.data_ptr(), S.data_ptr(), m, threads)
     if rc != 0:  # pragma: no cover - guarded by supported()
