@@ -33,7 +33,7 @@ TRUNCATES = (None, 1.0, 2.0, 3.0, 5.0, 8.0)
 
 def solve(x, y, blur, extra, **kw):
     from lazygeom.ot import sinkhorn
-    from lazygeom.ot.divergence import sinkhorn_cost
+    from lazygeom.ot.losses.divergence import sinkhorn_cost
 
     xs = x.clone().requires_grad_()
     t0 = time.perf_counter()
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     S1, g1, t1, r1 = solve(x, y, backend="online", **kw)
     rows = [{"truncate": "online", "loss": S1, "seconds": t1, "residual": r1}]
     print(f"online: S = {S1:.8g}, {t1:.1f} s, residual {r1:.2g} eps", flush=True)
-    from lazygeom.ot import multiscale as ms_module
+    from lazygeom.ot.multiscale import solver as ms_module
 
     for tau in TRUNCATES:
         seen = []

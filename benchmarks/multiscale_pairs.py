@@ -32,7 +32,7 @@ from ot import BLUR, SCALING, _data  # noqa: E402
 
 from lazygeom import Vi, Vj  # noqa: E402
 from lazygeom.ot import sinkhorn  # noqa: E402
-from lazygeom.ot.hierarchy import build_trees  # noqa: E402
+from lazygeom.ot.multiscale.hierarchy import build_trees  # noqa: E402
 
 TAU = 5.0
 

@@ -166,7 +166,7 @@ def worker(spec: dict) -> dict:
     k = min(range(len(times)), key=times.__getitem__)
     out = {"impl": spec["impl"], "n": spec["n"], "seconds": times[k], "cpu_seconds": cpus[k], "runs": len(times),
            "value": value, "first_call_512": first}
-    from lazygeom.ot.softmin import MULTISCALE_MIN_POINTS
+    from lazygeom.ot.solver.softmin import MULTISCALE_MIN_POINTS
 
     # "lazygeom" and "lazygeom-s0.9" use backend="auto": online below MULTISCALE_MIN_POINTS only
     dense = spec["impl"] == "lazygeom-online" or (

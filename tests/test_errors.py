@@ -234,7 +234,7 @@ def test_matmul_errors():
 
 def test_errors_are_raised_before_any_work(monkeypatch):
     """A bad reduction argument is reported before a backend is called."""
-    import lazygeom.lazytensor_reduce as lr
+    import lazygeom.lazy.reduce as lr
 
     def boom(*args, **kwargs):  # pragma: no cover - must not be reached
         raise AssertionError("a backend was called")

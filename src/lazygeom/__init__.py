@@ -13,10 +13,10 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "LazyTensor": "lazytensor", "Vi": "lazytensor", "Vj": "lazytensor", "Pm": "lazytensor",
+    "LazyTensor": "lazy", "Vi": "lazy", "Vj": "lazy", "Pm": "lazy",
     "Config": "settings", "config": "settings", "get_config": "settings",
     "BackendUnavailable": "errors", "CompilationError": "errors", "LazyGeomError": "errors",
-    "ifelse": "ops_api", "maximum": "ops_api", "minimum": "ops_api",
+    "ifelse": "lazy", "maximum": "lazy", "minimum": "lazy",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

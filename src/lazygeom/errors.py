@@ -24,3 +24,7 @@ class CompilationError(LazyGeomError, RuntimeError):
         super().__init__(
             f"compilation of {source_path} failed:\n  {' '.join(command)}\n{output.strip()}"
         )
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """An iterative solver stopped at ``maxiter`` before reaching its tolerance."""

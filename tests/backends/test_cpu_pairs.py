@@ -8,7 +8,8 @@ import torch
 from lazygeom import cluster
 from lazygeom.backends.cpu import compiler, pairs
 from lazygeom.backends.base import row_range_lists
-from lazygeom.ot import truncation
+from lazygeom.ot.multiscale import truncation
+from lazygeom.sparse import unique_pairs
 
 pytestmark = pytest.mark.skipif(compiler.find_compiler() is None, reason="no C++ compiler")
 
@@ -96,11 +97,11 @@ def test_block_pairs_and_unique_pairs_native_equal_torch(monkeypatch):
     keep = torch.rand(int(counts.sum()), generator=g) < 0.4
     ours = truncation.block_pairs(ranges, J, n_rows, keep)
     rows, cols = _random_pairs(g, 400, n_rows, n_cols, repeats=True)
-    ours_u = truncation.unique_pairs(rows, cols, n_cols)
+    ours_u = unique_pairs(rows, cols, n_cols)
     with monkeypatch.context() as m:
         _no_native(m)
         ref = truncation.block_pairs(ranges, J, n_rows, keep)
-        ref_u = truncation.unique_pairs(rows, cols, n_cols)
+        ref_u = unique_pairs(rows, cols, n_cols)
     assert int(keep.sum()) > 0
     for a, b in zip((*ours, *ours_u), (*ref, *ref_u)):
         assert torch.equal(a, b)

@@ -13,7 +13,7 @@ from triton_testing import assert_same, cache_dir, reduce, rel_err, triton_mode 
 import pytest
 import torch
 
-import lazygeom.backends as B
+import lazygeom.backends.policy as B
 from lazygeom import LazyTensor, Pm, Vi, Vj
 from lazygeom.backends import Call, select_backend
 from lazygeom.formula import CAT_I, CAT_J, composites, var

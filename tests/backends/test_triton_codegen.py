@@ -18,13 +18,13 @@ from triton_testing import INTERPRET, assert_same, cache_dir, triton_mode  # noq
 import pytest
 import torch
 
-import lazygeom.backends as B
+import lazygeom.backends.policy as B
 from lazygeom import Pm, Vi, Vj
 from lazygeom.backends import Call, select_backend
 from lazygeom.backends.triton import backend as tb
 from lazygeom.errors import BackendUnavailable, CompilationError
 from lazygeom.formula import CAT_I, CAT_J, CAT_P, all_ops, composites, make, node, var
-from lazygeom.genred import genred
+from lazygeom.lazy.genred import genred
 from lazygeom.reductions import Reduction
 
 

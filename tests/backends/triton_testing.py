@@ -45,7 +45,7 @@ if INTERPRET and type(triton.language.zeros).__name__ != "InterpretedFunction":
                 "run these tests with TRITON_INTERPRET=1 in the environment", allow_module_level=True)
 
 import lazygeom  # noqa: E402  (after the interpreter set-up above)
-import lazygeom.backends as B  # noqa: E402
+import lazygeom.backends.policy as B  # noqa: E402
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 

@@ -9,7 +9,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from lazygeom.formula import CAT_I, CAT_J, CAT_P, Node
-from lazygeom.genred import genred
+from lazygeom.lazy.genred import genred
 from lazygeom.reductions import Reduction
 
 DT = torch.float64

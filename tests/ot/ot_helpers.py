@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from lazygeom.ot.costs import ground_cost
-from lazygeom.ot.divergence import sinkhorn_cost
-from lazygeom.ot.schedules import epsilon_schedule
-from lazygeom.ot.sinkhorn import sinkhorn_loop
-from lazygeom.ot.softmin import make_softmin
+from lazygeom.ot.losses.divergence import sinkhorn_cost
+from lazygeom.ot.solver.schedules import epsilon_schedule
+from lazygeom.ot.solver.loop import sinkhorn_loop
+from lazygeom.ot.solver.softmin import make_softmin
 
 SOLVERS = ("tensorized", "online")
 

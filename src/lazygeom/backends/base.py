@@ -58,6 +58,27 @@ class Call:
         return f"{self.reduction.kind} over j, ni={self.ni}, nj={self.nj}, batch={self.batch}, args={cats}"
 
 
+@dataclass(frozen=True)
+class PairBlocks:
+    """The pairs a pass visits, by row cluster and column node.
+
+    Attributes:
+        rows: ``(nc, 2)`` int64 ``[start, end)`` of each row cluster.
+        slices: ``(nc,)`` int64, cluster c visits ``nodes[slices[c-1]:slices[c]]`` (pykeops' slices).
+        nodes: ``(nnz,)`` int64 column nodes.
+        spans: ``(nJ, 2)`` int64 ``[start, end)`` of each column node, a partition of the columns
+            in order.
+        lo, hi: ``(nJ, D)`` the bounding boxes of the column nodes (for the per-row skip test).
+    """
+
+    rows: torch.Tensor
+    slices: torch.Tensor
+    nodes: torch.Tensor
+    spans: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+
 def row_clusters(ranges_i: torch.Tensor, ni: int) -> torch.Tensor:
     """``(ni,)`` int64: the cluster of each row in ``ranges_i``, -1 for rows in none."""
     out = torch.full((ni,), -1, dtype=torch.int64, device=ranges_i.device)

@@ -14,11 +14,11 @@ Conventions (GeomLoss's): C = |x − y|²/2 for p = 2 and |x − y| for p = 1, �
 """
 
 from .costs import ground_cost
-from .plan import barycentric_map, transport_plan
-from .samples_loss import SamplesLoss
-from .schedules import epsilon_schedule, max_diameter
-from .sinkhorn import SinkhornResult, sinkhorn_loop
-from .softmin import OnlineSoftmin, TensorizedSoftmin
+from .plans import barycentric_map, transport_plan
+from .losses.samples_loss import SamplesLoss
+from .solver.schedules import epsilon_schedule, max_diameter
+from .solver.loop import SinkhornResult, sinkhorn_loop
+from .solver.softmin import OnlineSoftmin, TensorizedSoftmin
 from .solve import sinkhorn
 
 __all__ = [

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from ..formula import CAT_I, CAT_J, var
-from ..lazytensor import LazyTensor
-from ..leaves import Leaf, new_uid
+from ..lazy.lazytensor import LazyTensor
+from ..lazy.leaves import Leaf, new_uid
 
 
 def _variable(t: torch.Tensor, cat: int) -> LazyTensor:

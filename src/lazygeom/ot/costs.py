@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..lazytensor import LazyTensor
+from ..lazy.lazytensor import LazyTensor
 from ._lazy import lazy_i, lazy_j
 
 #: ``cost(x_i, y_j)``: LazyTensors (online) or broadcastable tensors (tensorized) -> cost

@@ -14,10 +14,10 @@ import torch
 
 from ._inputs import Measures, parse_measures
 from .costs import CostFn, ground_cost
-from .schedules import epsilon_schedule, max_diameter
-from .sinkhorn import SinkhornResult, sinkhorn_loop
-from .multiscale import Multiscale
-from .softmin import choose_backend, make_softmin
+from .solver.schedules import epsilon_schedule, max_diameter
+from .solver.loop import SinkhornResult, sinkhorn_loop
+from .multiscale.solver import Multiscale
+from .solver.softmin import choose_backend, make_softmin
 
 
 def multiscale_ok(p: int, cost: Optional[CostFn]) -> bool:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import ctypes
 import math
-from typing import Sequence
+from types import ModuleType
+from typing import Optional, Sequence
 
 import torch
 
 from ...settings import get_config
 from ...formula import CAT_I, CAT_J
 from ..base import Call, range_offsets, row_clusters
-from . import blas_knn, compiler
+from . import blas_knn, compiler, marginals, pairs
 from .kernel import generate
 
 _SCALARS = {torch.float32: "float", torch.float64: "double"}
@@ -36,6 +37,17 @@ class CpuBackend:
     @staticmethod
     def available() -> bool:
         return compiler.find_compiler() is not None
+
+    def capability(self, name: str, tensors: Sequence) -> Optional[ModuleType]:
+        """The module of an optional fast path for these (CPU) tensors, or None (see
+        :func:`lazygeom.backends.policy.capability`)."""
+        if name == "pair_sorting":
+            return pairs
+        if name == "plan_marginals":
+            return marginals if len(tensors) == 2 and marginals.supported(*tensors) else None
+        if name == "fused_knn":
+            return blas_knn
+        return None
 
     def supports(self, call: Call, args: Sequence[torch.Tensor]) -> bool:
         if call.reduction.kind not in _KINDS or not args:

@@ -21,13 +21,13 @@ low-dimensional problems where the pass is the whole cost of a solve.
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from ...settings import get_config
+from ..base import PairBlocks
 from . import compiler
 
 #: dimensions with a compiled instance
@@ -43,27 +43,6 @@ _GRADS = ("none", "rows", "both")
 def _signature(c_scalar) -> dict:
     return {"lg_plan_marginals": ([_I, _C, _C, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P, _P, c_scalar,
                                    c_scalar, _C, _P, _P, _I, _C], _C)}
-
-
-@dataclass(frozen=True)
-class PairBlocks:
-    """The pairs a pass visits, by row cluster and column node.
-
-    Attributes:
-        rows: ``(nc, 2)`` int64 ``[start, end)`` of each row cluster.
-        slices: ``(nc,)`` int64, cluster c visits ``nodes[slices[c-1]:slices[c]]`` (pykeops' slices).
-        nodes: ``(nnz,)`` int64 column nodes.
-        spans: ``(nJ, 2)`` int64 ``[start, end)`` of each column node, a partition of the columns
-            in order.
-        lo, hi: ``(nJ, D)`` the bounding boxes of the column nodes (for the per-row skip test).
-    """
-
-    rows: torch.Tensor
-    slices: torch.Tensor
-    nodes: torch.Tensor
-    spans: torch.Tensor
-    lo: torch.Tensor
-    hi: torch.Tensor
 
 
 def supported(x: torch.Tensor, y: torch.Tensor) -> bool:
