@@ -15,6 +15,7 @@ demo: $(VENV)/.stamp
 	$(VENV)/bin/lazygeom demo
 
 test: $(VENV)/.stamp
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.stamp

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import lazygeom
-from lazygeom import cli, demo
+from lazygeom import cli
+from lazygeom.cli import demo
 
 
 def test_version(capsys):
