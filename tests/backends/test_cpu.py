@@ -140,7 +140,7 @@ def test_cache_hit_and_miss(tmp_path, monkeypatch):
             raise AssertionError("the compiler ran although the kernel is cached")
 
         monkeypatch.setattr(compiler.subprocess, "run", no_compile)
-        monkeypatch.setattr(lazygeom.backends, "_CPU", cpu_backend.CpuBackend())
+        monkeypatch.setattr(lazygeom.backends.policy, "_CPU", cpu_backend.CpuBackend())
         assert torch.equal(first, _gauss(x, y, b))
         # a different formula is a miss: it must compile (and here, cannot)
         with pytest.raises(AssertionError, match="compiler ran"):
