@@ -84,7 +84,9 @@ def test_result_is_an_immutable_value(gen):
 def test_converged_flag(gen):
     a, x, b, y = weights(gen, 30), cloud(gen, 30, 2), weights(gen, 30), cloud(gen, 30, 2)
     assert not sinkhorn(a, x, b, y, blur=0.01, scaling=0.5).converged  # one iteration per scale
-    assert sinkhorn(a, x, b, y, blur=0.5, scaling=0.9, diameter=20.0).converged
+    # a blur wide against the data: residuals <= 2.5e-3 over 40 seeds (blur 0.5 met the 1e-2
+    # threshold only for some seeds: 0.009-0.017)
+    assert sinkhorn(a, x, b, y, blur=1.0, scaling=0.9, diameter=20.0).converged
 
 
 def test_one_value_schedule_runs_one_averaged_update(gen):
