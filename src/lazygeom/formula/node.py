@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 #: Variable categories: indexed by i, indexed by j, or a parameter (same for every pair).
 CAT_I, CAT_J, CAT_P = 0, 1, 2
@@ -34,10 +34,10 @@ class Node:
     attrs: tuple
     dim: int
 
-    def __setattr__(self, name, value):  # pragma: no cover - defensive
+    def __setattr__(self, name: str, value: object) -> None:  # pragma: no cover - defensive
         raise AttributeError("lazygeom.formula.Node is immutable")
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         # object.__delattr__ would empty a slot and leave a broken, still-interned node
         raise AttributeError("lazygeom.formula.Node is immutable")
 
@@ -50,7 +50,7 @@ class Node:
         """Yield every node of the DAG once, children before parents."""
         return walk_many([self])
 
-    def replace(self, **changes) -> "Node":
+    def replace(self, **changes: Any) -> "Node":
         """A node like this one with some fields changed (re-interned, re-validated)."""
         op = changes.get("op", self.op)
         args = changes.get("args", self.args)
@@ -62,13 +62,13 @@ class Node:
 
         return f"Node({to_str(self)})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple:
         # (callable, args) cannot pass attrs by keyword, and a third item would be *state*, which
         # a slotted, immutable node cannot take: rebuild through a helper (re-interned on load).
         return (_unpickle, (self.op, self.args, self.attrs))
 
 
-def walk_many(roots) -> Iterator[Node]:
+def walk_many(roots: Iterable[Node]) -> Iterator[Node]:
     """Yield every node reachable from ``roots`` once, children before parents, left to right."""
     seen: set[int] = set()
     stack: list[tuple[Node, bool]] = [(r, False) for r in reversed(list(roots))]
