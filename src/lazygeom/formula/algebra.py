@@ -14,7 +14,18 @@ from .node import Node, check, const, node
 
 
 def make(op: str, *args: Node, attrs: tuple = ()) -> Node:
-    """Build ``op(*args)``, simplified."""
+    """Build ``op(*args)``, simplified.
+
+    Args:
+        op: a registered op name.
+        *args: the argument nodes.
+        attrs: the op's static attributes.
+
+    Raises:
+        KeyError: for an unknown op.
+        TypeError: for a wrong number of arguments.
+        ValueError: for incompatible dimensions or invalid attributes.
+    """
     from .simplify import simplify_step
 
     # Validate first: a rule that fires (dot(0, y) -> 0, extract of a constant...) must not hide

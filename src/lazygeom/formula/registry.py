@@ -58,7 +58,14 @@ def register(spec: OpSpec) -> OpSpec:
 
 
 def get_op(name: str) -> OpSpec:
-    """The spec of the op ``name`` (KeyError listing the known ops if there is none)."""
+    """The spec of the op ``name``.
+
+    Args:
+        name: the op's name.
+
+    Raises:
+        KeyError: listing the known ops, if there is none of this name.
+    """
     try:
         return _REGISTRY[name]
     except KeyError:
