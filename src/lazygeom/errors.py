@@ -14,10 +14,11 @@ class CompilationError(LazyGeomError, RuntimeError):
 
     Attributes:
         source_path: the generated source file.
+        command: the compiler's command line.
         output: what the compiler printed.
     """
 
-    def __init__(self, source_path: str, command: list[str], output: str):
+    def __init__(self, source_path: str, command: list[str], output: str) -> None:
         self.source_path = source_path
         self.command = command
         self.output = output

@@ -13,7 +13,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 BACKENDS = ("auto", "reference", "cpu", "triton")
 #: pykeops spellings accepted for compatibility
@@ -48,13 +48,27 @@ class Config:
 
 @functools.lru_cache(maxsize=8)
 def _default_cache(xdg_cache_home: Optional[str], home: Optional[str]) -> str:
-    """``$XDG_CACHE_HOME/lazygeom``, else ``~/.cache/lazygeom``; cached on the variables it reads
-    because every reduction resolves the config (Path.home() costs tens of microseconds)."""
+    """``$XDG_CACHE_HOME/lazygeom``, else ``~/.cache/lazygeom``.
+
+    Cached on the variables it reads, because every reduction resolves the config (Path.home()
+    costs tens of microseconds).
+    """
     return str(Path(xdg_cache_home if xdg_cache_home is not None else Path.home() / ".cache") / "lazygeom")
 
 
 def normalize_backend(name: str) -> str:
-    """Canonical backend name; raises ValueError naming the accepted values."""
+    """Canonical backend name (pykeops aliases resolved).
+
+    Args:
+        name: a backend name or a pykeops alias ("CPU", "GPU").
+
+    Returns:
+        One of :data:`BACKENDS`, or "cpu_any" (pykeops' "CPU": the compiled CPU backend, else the
+        reference one).
+
+    Raises:
+        ValueError: naming the accepted values, for an unknown name.
+    """
     name = BACKEND_ALIASES.get(name, name)
     if name not in BACKENDS + ("cpu_any",):
         raise ValueError(
@@ -72,8 +86,19 @@ def get_config() -> Config:
 
 
 @contextlib.contextmanager
-def config(**settings) -> Iterator[Config]:
+def config(**settings: Any) -> Iterator[Config]:
     """Temporarily change settings (see :class:`Config`); nests, thread- and task-local.
+
+    Args:
+        **settings: new values of :class:`Config` fields (``backend``, ``cache_dir``, ``verbose``);
+            None keeps the enclosing value.
+
+    Returns:
+        A context manager that yields the resolved configuration in force inside the block.
+
+    Raises:
+        TypeError: for an unknown setting.
+        ValueError: for an unknown backend name.
 
     Example:
         >>> with lazygeom.config(backend="reference"):

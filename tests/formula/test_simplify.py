@@ -241,7 +241,8 @@ def trees(draw, depth=3):
     a = draw(sub)
     kind = draw(st.sampled_from(
         ["unary", "unary", "binary", "binary", "self", "logexp", "explog", "logpos", "pow", "powneg",
-         "div", "div2", "sum", "bcast", "extract", "pad", "dot", "ifelse", "minmax", "scale", "scale", "scale2", "shift"]))
+         "div", "div2", "sum", "bcast", "extract", "pad", "dot", "ifelse", "minmax", "scale", "scale", "scale2",
+         "shift"]))
     one_plus_sq = lambda u: _pair("add", (const(1), const(1)), _pair("square", u))  # noqa: E731  (>= 1)
     if kind == "unary":
         return _pair(draw(st.sampled_from(["neg", "sin", "tanh", "square", "exp"])), a)

@@ -95,6 +95,11 @@ def _peak_rss() -> Optional[int]:
 
 
 def gb(n_bytes: float) -> str:
+    """A byte count in decimal gigabytes, e.g. ``"40.0 GB"``.
+
+    Args:
+        n_bytes: the number of bytes.
+    """
     return f"{n_bytes / 1e9:.1f} GB"
 
 
@@ -123,7 +128,7 @@ def _half_space(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _sqdist(x, y):
+def _sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.cdist(x, y).square()
 
 
@@ -161,6 +166,13 @@ def check_knn(values: torch.Tensor, indices: torch.Tensor, dense_scores: torch.T
 
     Indices are compared through their scores, so that near-ties resolved differently in float32
     do not count as errors; the exact index agreement is reported alongside.
+
+    Args:
+        values: the lazy K smallest scores of the checked rows, sorted.
+        indices: their indices.
+        dense_scores: the dense scores of the checked rows against every point.
+        K: the number of neighbours.
+        rtol: the relative tolerance of the value and choice errors.
     """
     ref_v, ref_k = dense_scores.topk(K, dim=1, largest=False, sorted=True)
     scale = ref_v.abs().amax().clamp_min(1e-30)
@@ -174,6 +186,8 @@ def check_knn(values: torch.Tensor, indices: torch.Tensor, dense_scores: torch.T
 
 @dataclass(frozen=True)
 class KnnResult:
+    """One metric of part (a): its time and its check."""
+
     metric: str
     seconds: float
     dense_check_seconds: float
@@ -182,7 +196,13 @@ class KnnResult:
 
 
 def knn_part(sizes: DemoSizes, seed: int = 0, say: Say = print) -> list[KnnResult]:
-    """K nearest neighbours of ``knn_n`` queries among ``knn_m`` points, with every metric."""
+    """K nearest neighbours of ``knn_n`` queries among ``knn_m`` points, with every metric.
+
+    Args:
+        sizes: the problem sizes.
+        seed: the random seed of the data.
+        say: where the report goes, line by line.
+    """
     N, M, D, K = sizes.knn_n, sizes.knn_m, sizes.knn_d, sizes.k
     say(f"(a) {K} nearest neighbours: {N:,} queries x {M:,} points in dimension {D} (float32), "
         f"checked against dense torch (float64) on {sizes.knn_check} random queries")
@@ -222,6 +242,8 @@ def knn_part(sizes: DemoSizes, seed: int = 0, say: Say = print) -> list[KnnResul
 
 @dataclass(frozen=True)
 class KernelResult:
+    """Part (b): the size, time, memory and check of the kernel product."""
+
     n: int
     seconds: float
     dense_bytes: int  # one dense N x M float32 matrix
@@ -232,12 +254,21 @@ class KernelResult:
 
     @property
     def dense_fits(self) -> Optional[bool]:
+        """Whether a dense N x M float32 matrix fits in RAM (None: RAM size unknown)."""
         return None if self.ram_bytes is None else self.dense_bytes <= self.ram_bytes
 
 
 def dense_gaussian_rows(x: torch.Tensor, y: torch.Tensor, b: torch.Tensor, sigma: float,
                         chunk: int = 16_384) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(K @ b, |K| @ |b|)`` for the rows x (float64), streaming over chunks of columns."""
+    """``(K @ b, |K| @ |b|)`` for the rows x (float64), streaming over chunks of columns.
+
+    Args:
+        x: (n, D) the rows' points.
+        y: (M, D) the columns' points.
+        b: (M, E) the vector.
+        sigma: the Gaussian kernel's width.
+        chunk: the number of columns per chunk.
+    """
     x, y, b = x.double(), y.double(), b.double()
     out = torch.zeros(x.shape[0], b.shape[1], dtype=torch.float64)
     mag = torch.zeros_like(out)
@@ -259,6 +290,14 @@ def choose_kernel_n(budget_s: float, sigma: float, say: Say = print, n_max: int 
 
     ``n_max`` (where a dense matrix needs 40 GB) when it should take at most ``1.5 * budget_s``
     seconds; otherwise the largest multiple of ``step`` that should take about ``budget_s``.
+
+    Args:
+        budget_s: the time budget in seconds.
+        sigma: the Gaussian kernel's width.
+        say: where the report goes.
+        n_max: the largest N.
+        n_cal: N = M of the calibration run.
+        step: N is rounded down to a multiple of it.
     """
     g = torch.Generator().manual_seed(12345)
     x, b = torch.rand(n_cal, 3, generator=g), torch.randn(n_cal, 1, generator=g)
@@ -280,7 +319,15 @@ def choose_kernel_n(budget_s: float, sigma: float, say: Say = print, n_max: int 
 
 def kernel_part(sizes: DemoSizes, seed: int = 0, say: Say = print, sigma: float = 0.05,
                 rtol: float = 1e-5) -> KernelResult:
-    """Gaussian kernel product ``a_i = sum_j exp(-|x_i - y_j|^2 / 2 sigma^2) b_j``, N = M."""
+    """Gaussian kernel product ``a_i = sum_j exp(-|x_i - y_j|^2 / 2 sigma^2) b_j``, N = M.
+
+    Args:
+        sizes: the problem sizes (``kernel_n`` None: chosen by :func:`choose_kernel_n`).
+        seed: the random seed of the data.
+        say: where the report goes.
+        sigma: the kernel's width.
+        rtol: the tolerance of the check, relative to ``sum_j |K_ij b_j|``.
+    """
     say(f"(b) Gaussian kernel product a = K @ b with K_ij = exp(-|x_i - y_j|^2 / (2*{sigma}^2)), "
         f"points in dimension {sizes.kernel_d} (float32)")
     N = M = sizes.kernel_n if sizes.kernel_n is not None else choose_kernel_n(sizes.kernel_budget_s, sigma, say)
@@ -337,7 +384,11 @@ def kernel_part(sizes: DemoSizes, seed: int = 0, say: Say = print, sigma: float 
 def run_demo(sizes: DemoSizes = DEFAULT, seed: int = 0, say: Say = print, figure: Optional[str] = None) -> bool:
     """Run the parts (kNN, kernel product, Sinkhorn gradient flow); True when every check passed.
 
-    ``figure``: where the gradient flow's PNG goes (default: the temporary folder; "" for none).
+    Args:
+        sizes: the problem sizes.
+        seed: the random seed of the data.
+        say: where the report goes.
+        figure: where the gradient flow's PNG goes (default: the temporary folder; "" for none).
     """
     from .sinkhorn_flow import sinkhorn_flow_part
 

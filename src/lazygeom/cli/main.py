@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _demo(args) -> int:
+def _demo(args: argparse.Namespace) -> int:
     from ..settings import config
     from .demo import DEFAULT, FULL, QUICK, run_demo
 
@@ -54,7 +54,7 @@ def _demo(args) -> int:
     return 0 if ok else 1
 
 
-def _backends(args) -> int:
+def _backends(args: argparse.Namespace) -> int:
     from ..backends import available_backends
     from ..settings import BACKENDS, get_config
 
@@ -67,7 +67,7 @@ def _backends(args) -> int:
     return 0
 
 
-def _cache(args) -> int:
+def _cache(args: argparse.Namespace) -> int:
     from ..backends.cpu import compiler
     from ..settings import get_config
 
@@ -84,7 +84,18 @@ def _cache(args) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``lazygeom`` command; returns the exit status."""
+    """Entry point of the ``lazygeom`` command.
+
+    Args:
+        argv: the command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success (also for ``--help`` and ``--version``), 1 when a demo check
+        failed, 2 for a usage error (argparse's status) or no command.
+
+    Raises:
+        SystemExit: with a message, for ``demo --kernel-n`` below 1.
+    """
     parser = _parser()
     try:
         args = parser.parse_args(argv)

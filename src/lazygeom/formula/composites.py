@@ -6,6 +6,8 @@ the primitives they expand to.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from .algebra import dot, make, mul, sub, unary
 from .node import Node
 
@@ -21,7 +23,7 @@ def norm2(x: Node) -> Node:
 
 
 def normalize(x: Node) -> Node:
-    """x / |x|."""
+    """``x / |x|``."""
     return mul(x, unary("rsqrt", dot(x, x)))
 
 
@@ -56,12 +58,12 @@ def clamp(x: Node, a: Node, b: Node) -> Node:
 
 
 def powf(x: Node, y: Node) -> Node:
-    """x ** y = exp(y log x), for x > 0."""
+    """``x ** y = exp(y log x)``, for x > 0."""
     return unary("exp", mul(y, unary("log", x)))
 
 
-def sqrt_or_pow(x: Node, exponent: float) -> Node:
-    """x ** exponent for a constant exponent with an exact primitive (int, 1/2, -1/2); else None."""
+def sqrt_or_pow(x: Node, exponent: float) -> Optional[Node]:
+    """``x ** exponent`` for a constant exponent with an exact primitive (int, 1/2, -1/2); else None."""
     if float(exponent).is_integer():
         return make("pow", x, attrs=(int(exponent),))
     if exponent == 0.5:

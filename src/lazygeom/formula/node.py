@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 #: Variable categories: indexed by i, indexed by j, or a parameter (same for every pair).
 CAT_I, CAT_J, CAT_P = 0, 1, 2
@@ -34,10 +34,10 @@ class Node:
     attrs: tuple
     dim: int
 
-    def __setattr__(self, name, value):  # pragma: no cover - defensive
+    def __setattr__(self, name: str, value: object) -> None:  # pragma: no cover - defensive
         raise AttributeError("lazygeom.formula.Node is immutable")
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         # object.__delattr__ would empty a slot and leave a broken, still-interned node
         raise AttributeError("lazygeom.formula.Node is immutable")
 
@@ -50,8 +50,12 @@ class Node:
         """Yield every node of the DAG once, children before parents."""
         return walk_many([self])
 
-    def replace(self, **changes) -> "Node":
-        """A node like this one with some fields changed (re-interned, re-validated)."""
+    def replace(self, **changes: Any) -> "Node":
+        """A node like this one with some fields changed (re-interned, re-validated).
+
+        Args:
+            **changes: new values of ``op``, ``args`` or ``attrs``.
+        """
         op = changes.get("op", self.op)
         args = changes.get("args", self.args)
         attrs = changes.get("attrs", self.attrs)
@@ -62,14 +66,18 @@ class Node:
 
         return f"Node({to_str(self)})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple:
         # (callable, args) cannot pass attrs by keyword, and a third item would be *state*, which
         # a slotted, immutable node cannot take: rebuild through a helper (re-interned on load).
         return (_unpickle, (self.op, self.args, self.attrs))
 
 
-def walk_many(roots) -> Iterator[Node]:
-    """Yield every node reachable from ``roots`` once, children before parents, left to right."""
+def walk_many(roots: Iterable[Node]) -> Iterator[Node]:
+    """Yield every node reachable from ``roots`` once, children before parents, left to right.
+
+    Args:
+        roots: the formulas.
+    """
     seen: set[int] = set()
     stack: list[tuple[Node, bool]] = [(r, False) for r in reversed(list(roots))]
     while stack:
@@ -119,8 +127,18 @@ def check(op: str, args: tuple, attrs: tuple) -> int:
 def node(op: str, *args: Node, attrs: tuple = ()) -> Node:
     """Build (or fetch) the node ``op(*args)`` with static ``attrs``.
 
-    The op's dimension rule validates the argument dimensions and gives the output dimension;
-    a mismatch raises :class:`ValueError` naming both dimensions.
+    The op's dimension rule validates the argument dimensions and gives the output dimension.
+    Nodes are hash-consed: building the same node twice returns the same object.
+
+    Args:
+        op: a registered op name.
+        *args: the argument nodes.
+        attrs: the op's static attributes (hashable).
+
+    Raises:
+        KeyError: for an unknown op.
+        TypeError: for a wrong number of arguments.
+        ValueError: for incompatible dimensions (naming both) or invalid attributes.
     """
     attrs = tuple(attrs)
     dim = check(op, args, attrs)
@@ -137,12 +155,23 @@ def _unpickle(op: str, args: tuple, attrs: tuple) -> Node:
 
 
 def var(index: int, cat: int, dim: int) -> Node:
-    """Variable number ``index`` of category ``cat`` (CAT_I, CAT_J or CAT_P) and dimension ``dim``."""
+    """Variable number ``index`` of category ``cat`` (CAT_I, CAT_J or CAT_P) and dimension ``dim``.
+
+    Args:
+        index: the variable's number (its position among the reduction's arguments).
+        cat: CAT_I, CAT_J or CAT_P.
+        dim: its vector dimension.
+    """
     return node("var", attrs=(int(index), int(cat), int(dim)))
 
 
 def const(value: float, dim: int = 1) -> Node:
-    """A constant vector of ``dim`` equal entries ``value`` (an int or a float)."""
+    """A constant vector of ``dim`` equal entries ``value``.
+
+    Args:
+        value: an int or a float.
+        dim: the vector dimension.
+    """
     # Integral values are stored as ints (const(2.0) is const(2)), but only where float64 is
     # exact: beyond 2**53 an int (1e20 from a user, or folded with exact int arithmetic,
     # 1e200 * 1e200) cannot be given to torch, and float semantics (rounding, inf) are wanted.
@@ -160,10 +189,19 @@ _EXACT_INT = 2**53
 
 
 def is_const(n: Node, value: float | None = None) -> bool:
-    """True when ``n`` is a constant (equal to ``value`` when given)."""
+    """True when ``n`` is a constant (equal to ``value`` when given).
+
+    Args:
+        n: the node.
+        value: the constant's value to compare with; None: any constant.
+    """
     return n.op == "const" and (value is None or n.attrs[0] == value)
 
 
 def variables(f: Node) -> list[Node]:
-    """The variable leaves of ``f``, in order of first appearance (depth first, left to right)."""
+    """The variable leaves of ``f``, in order of first appearance (depth first, left to right).
+
+    Args:
+        f: the formula.
+    """
     return [n for n in f.walk() if n.op == "var"]

@@ -69,7 +69,7 @@ def _agree(s, n):
 
 
 def _product(s, n):
-    """mul and dot: x * x >= 0 (nodes are hash-consed: the same value is the same node)."""
+    """Sign of mul and dot: x * x >= 0 (nodes are hash-consed: the same value is the same node)."""
     return POSITIVE if n.args[0] is n.args[1] else s[0] * s[1]  # the signs multiply: +1, -1, 0
 
 

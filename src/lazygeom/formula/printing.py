@@ -8,7 +8,11 @@ _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
 def to_str(f: Node) -> str:
-    """A compact infix string for ``f``."""
+    """A compact infix string for ``f``.
+
+    Args:
+        f: the formula.
+    """
     memo: dict[int, str] = {}
     for n in f.walk():
         if n.op == "var":

@@ -50,6 +50,7 @@ _REGISTRY: dict[str, OpSpec] = {}
 
 
 def register(spec: OpSpec) -> OpSpec:
+    """Add an op to the registry (ValueError if its name is taken); returns the spec."""
     if spec.name in _REGISTRY:
         raise ValueError(f"op {spec.name!r} registered twice")
     _REGISTRY[spec.name] = spec
@@ -57,6 +58,14 @@ def register(spec: OpSpec) -> OpSpec:
 
 
 def get_op(name: str) -> OpSpec:
+    """The spec of the op ``name``.
+
+    Args:
+        name: the op's name.
+
+    Raises:
+        KeyError: listing the known ops, if there is none of this name.
+    """
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -72,6 +81,7 @@ def all_ops() -> dict[str, OpSpec]:
 
 
 def same_dim(dims: tuple[int, ...], attrs: tuple) -> int:
+    """Dimension rule: the output has the first argument's dimension."""
     return dims[0]
 
 
@@ -103,4 +113,5 @@ def broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def scalar_dim(dims: tuple[int, ...], attrs: tuple) -> int:
+    """Dimension rule: the output is a scalar (dimension 1)."""
     return 1

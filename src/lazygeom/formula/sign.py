@@ -10,11 +10,13 @@ one gives ``UNKNOWN``, variables too.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from .node import Node, walk_many
 from .registry import NEGATIVE, POSITIVE, UNKNOWN, get_op
 
 
-def signs(roots) -> dict[int, int]:
+def signs(roots: Iterable[Node]) -> dict[int, int]:
     """``id(node) -> sign`` for every node of the formulas ``roots``."""
     out: dict[int, int] = {}
     for n in walk_many(roots):

@@ -12,6 +12,10 @@ def substitute(f: Node, leaf_map: Callable[[Node], Optional[Node]]) -> Node:
     """Rebuild ``f`` with every leaf ``n`` replaced by ``leaf_map(n)`` (kept when it returns None).
 
     The rebuilt formula goes through the simplification rules again.
+
+    Args:
+        f: the formula.
+        leaf_map: the new node of a leaf (a variable or a constant), or None to keep it.
     """
     memo: dict[int, Node] = {}
     for n in f.walk():
@@ -25,7 +29,11 @@ def substitute(f: Node, leaf_map: Callable[[Node], Optional[Node]]) -> Node:
 
 
 def swap_ij(f: Node) -> Node:
-    """The same formula with the roles of i- and j-variables exchanged (for dim=0 reductions)."""
+    """The same formula with the roles of i- and j-variables exchanged (for dim=0 reductions).
+
+    Args:
+        f: the formula.
+    """
 
     def leaf(n: Node) -> Optional[Node]:
         if n.op != "var":
@@ -41,7 +49,12 @@ def swap_ij(f: Node) -> Node:
 
 
 def recategorize(f: Node, cats: dict[int, int]) -> Node:
-    """Change the category of variables by index (``{index: new_cat}``)."""
+    """Change the category of variables by index.
+
+    Args:
+        f: the formula.
+        cats: ``{index: new_cat}``.
+    """
 
     def leaf(n: Node) -> Optional[Node]:
         if n.op == "var" and n.attrs[0] in cats:

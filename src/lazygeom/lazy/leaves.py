@@ -1,4 +1,4 @@
-"""Wrapping user arrays as formula leaves: categories, layouts and compatibility checks.
+"""Wrapping user arrays as formula leaves: categories, layouts, and combining LazyTensors.
 
 Layout conventions (as pykeops): a tensor shaped ``(..., N, 1, D)`` is an i-variable,
 ``(..., 1, M, D)`` a j-variable and ``(..., 1, 1, D)`` a parameter; the leading dims are batch
@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import torch
 
-from ..formula import CAT_I, CAT_J, CAT_P
+from ..formula import CAT_I, CAT_J, CAT_P, Node, make
 from ..formula.registry import broadcast_shapes
+
+if TYPE_CHECKING:
+    from ._types import L, Operand
+    from .lazytensor import LazyTensor
 
 _UIDS = itertools.count()
 
@@ -29,8 +33,11 @@ def new_uid() -> int:
 
 @dataclass(frozen=True)
 class Leaf:
-    """One wrapped array. ``value`` is a tensor in backend layout, or a Python float (a parameter
-    whose dtype and device are fixed at reduction time)."""
+    """One wrapped array.
+
+    ``value`` is a tensor in backend layout, or a Python float (a parameter whose dtype and device
+    are fixed at reduction time).
+    """
 
     value: Value
     cat: int
@@ -38,6 +45,7 @@ class Leaf:
 
     @property
     def batch(self) -> tuple[int, ...]:
+        """The batch shape of the value (``()`` for a float)."""
         if isinstance(self.value, float):
             return ()
         drop = 1 if self.cat == CAT_P else 2
@@ -45,16 +53,17 @@ class Leaf:
 
     @property
     def rows(self) -> Optional[int]:
+        """N or M for an i- or j-variable; None for a parameter."""
         if self.cat == CAT_P or isinstance(self.value, float):
             return None
         return int(self.value.shape[-2])
 
 
-def _shape_str(x) -> str:
+def _shape_str(x: torch.Tensor) -> str:
     return "(" + ", ".join(str(s) for s in x.shape) + ")"
 
 
-def as_tensor(x, numpy: bool) -> torch.Tensor:
+def as_tensor(x: Any, numpy: bool) -> torch.Tensor:
     """A torch view of an input array (NumPy arrays are shared, not copied)."""
     if isinstance(x, torch.Tensor):
         return x
@@ -69,7 +78,7 @@ def as_tensor(x, numpy: bool) -> torch.Tensor:
     )
 
 
-def make_leaf(x, axis: Optional[int], numpy: bool) -> Leaf:
+def make_leaf(x: Any, axis: Optional[int], numpy: bool) -> Leaf:
     """Classify an array as an i-variable, a j-variable or a parameter (pykeops rules)."""
     if isinstance(x, bool):
         raise TypeError("LazyTensor: booleans are not numbers here")
@@ -119,3 +128,45 @@ def broadcast_batch(a: tuple[int, ...], b: tuple[int, ...], what: str) -> tuple[
         return broadcast_shapes(a, b)
     except ValueError:
         raise ValueError(f"incompatible batch dimensions {a} and {b} {what}") from None
+
+
+# --- combining LazyTensors -------------------------------------------------------------
+
+
+def combine(F: L, op: str, others: Sequence[Operand], attrs: tuple = (),
+            build: Optional[Callable[..., Node]] = None) -> L:
+    """Apply ``op`` (or the node builder ``build``) to F and others, checking their compatibility.
+
+    Batch dims broadcast; N, M, dtypes and devices must agree where they are known.
+    """
+    operands = [F] + [F._lift(o) for o in others]
+    leaves: dict[int, Leaf] = {}
+    batch: tuple[int, ...] = ()
+    ni = nj = dtype = device = None
+    for o in operands:
+        leaves.update(o._leaves)
+        batch = broadcast_batch(batch, o._batch, f"between operands of shapes {shapes(operands)}")
+        ni = _same(ni, o._ni, "number of i-indices (N)", operands)
+        nj = _same(nj, o._nj, "number of j-indices (M)", operands)
+        dtype = _same(dtype, o._dtype, "dtypes", operands)
+        device = _same(device, o._device, "devices", operands)
+    nodes = [o._node for o in operands]
+    try:
+        node = build(*nodes) if build is not None else make(op, *nodes, attrs=attrs)
+    except ValueError as err:
+        raise ValueError(f"{op}: {err} (operand shapes {shapes(operands)})") from None
+    return F._new(node, leaves, batch, ni, nj, dtype, device)
+
+
+def shapes(operands: Sequence[LazyTensor]) -> str:
+    """The operands' shapes, for error messages."""
+    return " and ".join(str(o.shape) for o in operands)
+
+
+def _same(a: Any, b: Any, what: str, operands: Sequence[LazyTensor]) -> Any:
+    if a is None:
+        return b
+    if b is None or a == b:
+        return a
+    described = " and ".join(f"{o.shape} ({o._dtype}, {o._device})" for o in operands)
+    raise ValueError(f"incompatible {what}: {a} vs {b}, between operands {described}")

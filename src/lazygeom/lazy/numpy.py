@@ -17,6 +17,8 @@ Mixing the two front ends in one formula raises a ``TypeError``.
 
 from __future__ import annotations
 
+from typing import Optional, Union
+
 import numpy as np
 import torch
 
@@ -41,7 +43,8 @@ class LazyTensor(_torch_front.LazyTensor):
 
     _numpy = True
 
-    def __init__(self, x, axis=None):
+    def __init__(self, x: Union[_torch_front.LazyTensor, np.ndarray, np.generic, int, float],
+                 axis: Optional[int] = None) -> None:
         if isinstance(x, _torch_front.LazyTensor) and not x._numpy:
             raise TypeError(
                 "cannot make a lazygeom.numpy.LazyTensor from a lazygeom.LazyTensor (torch): "
@@ -56,17 +59,29 @@ class LazyTensor(_torch_front.LazyTensor):
 
 
 def Vi(x: np.ndarray) -> LazyTensor:
-    """An i-variable from an ``(N, D)`` or ``(N,)`` ndarray (``pykeops.numpy.Vi``)."""
+    """An i-variable from an ``(N, D)`` or ``(N,)`` ndarray (``pykeops.numpy.Vi``).
+
+    Args:
+        x: the array, indexed by i along its first dimension.
+    """
     return LazyTensor(x, axis=0)
 
 
 def Vj(x: np.ndarray) -> LazyTensor:
-    """A j-variable from an ``(M, D)`` or ``(M,)`` ndarray (``pykeops.numpy.Vj``)."""
+    """A j-variable from an ``(M, D)`` or ``(M,)`` ndarray (``pykeops.numpy.Vj``).
+
+    Args:
+        x: the array, indexed by j along its first dimension.
+    """
     return LazyTensor(x, axis=1)
 
 
-def Pm(x) -> LazyTensor:
-    """A parameter from a number or a 1D ndarray (``pykeops.numpy.Pm``)."""
+def Pm(x: Union[np.ndarray, int, float]) -> LazyTensor:
+    """A parameter from a number or a 1D ndarray (``pykeops.numpy.Pm``).
+
+    Args:
+        x: the number (a parameter of dimension 1: changing it does not recompile) or vector.
+    """
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         return LazyTensor(float(x))
     return LazyTensor(x, axis=2)

@@ -10,8 +10,8 @@ from .lazytensor import LazyTensor
 
 
 def as_torch_front(K: LazyTensor) -> LazyTensor:
-    """The same formula on the torch front end (reductions then return tensors)."""
-    return LazyTensor._new(K._node, K._leaves, K._batch, K._ni, K._nj, K._dtype, K._device)
+    """The same formula on the torch front end (reductions then return tensors): ``K.as_torch()``."""
+    return K.as_torch()
 
 
 def kv(K: LazyTensor, v: torch.Tensor, backend: Optional[str]) -> torch.Tensor:
@@ -24,15 +24,25 @@ def ktu(K: LazyTensor, u: torch.Tensor, backend: Optional[str]) -> torch.Tensor:
     return (K * LazyTensor(u.unsqueeze(-2)))._reduce("sum", -3, backend=backend)
 
 
-def check_scalar(K, what: str) -> None:
+def check_scalar(K: object, what: str) -> None:
+    """Check that K is a scalar LazyTensor ``K_ij`` with both an i- and a j-variable.
+
+    Args:
+        K: the object to check.
+        what: the caller's name, for the error messages.
+
+    Raises:
+        TypeError: if K is not a LazyTensor.
+        ValueError: if K is not scalar or lacks an i- or j-variable.
+    """
     if not isinstance(K, LazyTensor):
         raise TypeError(f"{what}: K must be a LazyTensor, got {type(K).__name__}")
     if K.dim != 1:
         raise ValueError(f"{what}: K must be a scalar formula K_ij (vector dimension 1), got shape {K.shape}")
-    if K._ni is None or K._nj is None:
+    if K.ni is None or K.nj is None:
         raise ValueError(
             f"{what}: K must depend on both an i-variable and a j-variable, got shape {K.shape} "
-            f"(N={'?' if K._ni is None else K._ni}, M={'?' if K._nj is None else K._nj})"
+            f"(N={'?' if K.ni is None else K.ni}, M={'?' if K.nj is None else K.nj})"
         )
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Any, Optional, Union
 
 import torch
 
 from ..errors import ConvergenceWarning
 from ..formula import CAT_I
+from ._types import Array
 from .lazytensor import LazyTensor
-from .reduce import IGNORED_OPTIONS
 from .leaves import Leaf, as_tensor
-from .products import as_torch_front, check_scalar, ktu, kv
+from .products import check_scalar, kv
+from .reduce import IGNORED_OPTIONS
 
 
 # --- conjugate gradients ----------------------------------------------------------------------
@@ -110,8 +111,9 @@ class _SolveFn(torch.autograd.Function):
 # --- public API ---------------------------------------------------------------------------------
 
 
-def solve(K: LazyTensor, b, alpha: float = 1e-10, eps: float = 1e-6, maxiter: Optional[int] = None,
-          backend: Optional[str] = None, dim: Optional[int] = None, axis: Optional[int] = None, **options):
+def solve(K: LazyTensor, b: Union[LazyTensor, Array], alpha: float = 1e-10, eps: float = 1e-6,
+          maxiter: Optional[int] = None, backend: Optional[str] = None, dim: Optional[int] = None,
+          axis: Optional[int] = None, **options: Any) -> Array:
     r"""Solve ``(alpha Id + K) a = b`` by conjugate gradients, never forming K.
 
     .. math::
@@ -142,8 +144,9 @@ def solve(K: LazyTensor, b, alpha: float = 1e-10, eps: float = 1e-6, maxiter: Op
         eps: relative tolerance on each column's residual norm.
         maxiter: maximum number of CG iterations (default ``10 * N``).
         backend: the backend of the reductions (default: the active configuration's).
-        dim, axis: accepted for pykeops compatibility; with a symmetric K both reduction axes give
-            the same system.
+        dim: accepted for pykeops compatibility; with a symmetric K both reduction axes give the
+            same system.
+        axis: the same as ``dim``.
         **options: pykeops tuning options, accepted and ignored (see ``IGNORED_OPTIONS``).
 
     Returns:
@@ -193,7 +196,7 @@ def solve(K: LazyTensor, b, alpha: float = 1e-10, eps: float = 1e-6, maxiter: Op
     if t.device != K._device:
         raise ValueError(f"solve: b is on {t.device} but K is on {K._device}")
 
-    Kt = as_torch_front(K)
+    Kt = K.as_torch()
     opts = (float(alpha), float(eps), int(maxiter if maxiter is not None else 10 * N), backend)
     # K's tensors become inputs of the autograd Function (once each); uids maps a leaf to its input.
     position: dict[int, int] = {}

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..lazy.lazytensor import LazyTensor
-from ..lazy.products import as_torch_front, check_scalar, kv, ktu
+from ..lazy.products import check_scalar, ktu, kv
+
+if TYPE_CHECKING:
+    from scipy.sparse.linalg import LinearOperator
 
 
-def aslinearoperator(K: LazyTensor):
+def aslinearoperator(K: LazyTensor) -> LinearOperator:
     """A ``scipy.sparse.linalg.LinearOperator`` of shape ``(N, M)`` for a scalar LazyTensor K.
 
     ``matvec``/``matmat`` compute ``sum_j K_ij v_j`` and ``rmatvec``/``rmatmat``
@@ -34,10 +39,10 @@ def aslinearoperator(K: LazyTensor):
     import numpy as np
 
     check_scalar(K, "aslinearoperator")
-    if K._batch:
+    if K.batchdims:
         raise ValueError(f"aslinearoperator: K must have no batch dimensions, got shape {K.shape}")
-    Kt = as_torch_front(K)
-    N, M, dtype, device = K._ni, K._nj, K._dtype, K._device
+    Kt = K.as_torch()
+    N, M, dtype, device = K.ni, K.nj, K.dtype, K.device
     np_dtype = torch.empty((), dtype=dtype).numpy().dtype
 
     def product(fn, v):

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable, Sequence, TypeVar, Union, cast
 
 import numpy as np
 import torch
 
+#: an array of either front end: the clustering helpers take both
+Array = Union[torch.Tensor, np.ndarray]
+#: pykeops' block-sparse ``ranges``: ``(ranges_i, slices_i, redranges_j, ranges_j, slices_j, redranges_i)``
+Ranges = Sequence[Array]
+#: the 6-tuple that the helpers return (int64 tensors, or ndarrays for NumPy inputs)
+RangesTuple = tuple[Array, Array, Array, Array, Array, Array]
 
-def to_numpy(out):
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def to_numpy(out: Any) -> Any:
+    """Tensors (also inside tuples/lists) as NumPy arrays; anything else unchanged."""
     if isinstance(out, torch.Tensor):
         return out.detach().cpu().numpy()
     if isinstance(out, (tuple, list)):
@@ -16,15 +27,17 @@ def to_numpy(out):
     return out
 
 
-def numpy_io(fn):
-    """Lets ``fn`` take NumPy arrays (also inside tuples/lists): they are shared with torch, and the
-    outputs go back to NumPy when any input was NumPy."""
+def numpy_io(fn: _F) -> _F:
+    """Lets ``fn`` take NumPy arrays (also inside tuples/lists).
+
+    They are shared with torch, and the outputs go back to NumPy when any input was NumPy.
+    """
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         found = False
 
-        def conv(a):
+        def conv(a: Any) -> Any:
             nonlocal found
             if isinstance(a, np.ndarray):
                 found = True
@@ -36,10 +49,10 @@ def numpy_io(fn):
         out = fn(*(conv(a) for a in args), **{k: conv(v) for k, v in kwargs.items()})
         return to_numpy(out) if found else out
 
-    return wrapper
+    return cast(_F, wrapper)
 
 
-def int_array(r, name: str, pairs: bool) -> torch.Tensor:
+def int_array(r: Any, name: str, pairs: bool) -> torch.Tensor:
     """``r`` as an int64 tensor, checked to be integer and, if ``pairs``, shaped (C, 2)."""
     r = torch.from_numpy(np.ascontiguousarray(r)) if isinstance(r, np.ndarray) else r
     if not isinstance(r, torch.Tensor):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from ._io import int_array
+from ._io import Array, Ranges, int_array
 
 __all__ = ["RANGES_NAMES", "check_ranges", "dense_mask"]
 
+#: the names of the six arrays of a ``ranges`` tuple, in order
 RANGES_NAMES = ("ranges_i", "slices_i", "redranges_j", "ranges_j", "slices_j", "redranges_i")
 
-def check_six(ranges) -> None:
+
+def check_six(ranges: Any) -> None:
+    """ValueError unless ``ranges`` is a tuple or list of six items."""
     if not isinstance(ranges, (tuple, list)) or len(ranges) != 6:
         length = f" of length {len(ranges)}" if isinstance(ranges, (tuple, list)) else ""
         raise ValueError(f"ranges must be a 6-tuple {RANGES_NAMES}, got {type(ranges).__name__}{length}")
@@ -49,7 +54,7 @@ def _check_slices(s: torch.Tensor, name: str, n_groups: int, red: torch.Tensor, 
                          f"len({red_name}){hint}")
 
 
-def check_ranges(ranges, N: int, M: int) -> tuple[torch.Tensor, ...]:
+def check_ranges(ranges: Ranges, N: int, M: int) -> tuple[torch.Tensor, ...]:
     """Validates a block-sparse ``ranges`` 6-tuple for an N-by-M reduction.
 
     Checks: six integer arrays (torch or NumPy) on one device; ``ranges_i`` (Ci, 2) and
@@ -87,7 +92,7 @@ def check_ranges(ranges, N: int, M: int) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
-def dense_mask(ranges, N: int, M: int):
+def dense_mask(ranges: Ranges, N: int, M: int) -> Array:
     """The (N, M) boolean mask of the pairs (i, j) that a reduction over j visits.
 
     Warning:

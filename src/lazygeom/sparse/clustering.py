@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Optional, Sequence, TypeVar, Union
+
 import torch
 
-from ._io import numpy_io
+from ._io import Array, numpy_io
+
+#: what :func:`sort_clusters` sorts: one array or a tuple/list of arrays (the same container comes back)
+Sortable = TypeVar("Sortable", bound=Union[Array, Sequence[Array]])
 
 __all__ = ["cluster_centroids", "cluster_ranges", "cluster_ranges_centroids", "grid_cluster", "sort_clusters"]
 
 
-def _labels(lab, name: str = "lab") -> torch.Tensor:
+def _labels(lab: Array, name: str = "lab") -> torch.Tensor:
     """Flattens an integer label vector to int64 and checks that it is non-negative."""
     if not isinstance(lab, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor or np.ndarray of integers, got {type(lab).__name__}")
@@ -21,7 +26,7 @@ def _labels(lab, name: str = "lab") -> torch.Tensor:
     return lab
 
 
-def _n_clusters(lab: torch.Tensor, *counts) -> int:
+def _n_clusters(lab: torch.Tensor, *counts: Optional[torch.Tensor]) -> int:
     """The number C of clusters: the length of the first given per-cluster vector, else max(lab) + 1."""
     top = int(lab.max()) + 1 if lab.numel() else 0
     for c in counts:
@@ -34,7 +39,7 @@ def _n_clusters(lab: torch.Tensor, *counts) -> int:
 
 
 @numpy_io
-def grid_cluster(x, size) -> torch.Tensor:
+def grid_cluster(x: Array, size: Union[float, Array]) -> Array:
     r"""Labels the points by the cubic cell ("voxel") of a regular grid that contains them.
 
     The grid is anchored at the origin: point :math:`x_i` lies in the voxel of integer coordinates
@@ -66,7 +71,8 @@ def grid_cluster(x, size) -> torch.Tensor:
     with torch.no_grad():
         s = torch.as_tensor(size, dtype=x.dtype, device=x.device)
         if s.ndim > 1 or (s.ndim == 1 and s.shape[0] != x.shape[1]):
-            raise ValueError(f"grid_cluster: size must be a number or a ({x.shape[1]},) vector, got shape {tuple(s.shape)}")
+            raise ValueError(f"grid_cluster: size must be a number or a ({x.shape[1]},) vector, "
+                             f"got shape {tuple(s.shape)}")
         if not bool(torch.all(torch.isfinite(s) & (s > 0))):
             raise ValueError(f"grid_cluster: size must be positive and finite, got {s.tolist()}")
         if x.shape[0] == 0 or x.shape[1] == 0:  # no points, or one voxel (R^0)
@@ -79,7 +85,7 @@ def grid_cluster(x, size) -> torch.Tensor:
 
 
 @numpy_io
-def sort_clusters(x, lab):
+def sort_clusters(x: Sortable, lab: Array) -> tuple[Sortable, Array]:
     r"""Sorts points (or several arrays) by label, so that each cluster is contiguous in memory.
 
     The sort is stable: within a cluster, points keep their original order.
@@ -106,7 +112,7 @@ def sort_clusters(x, lab):
 
 
 @numpy_io
-def cluster_ranges(lab, Nlab=None) -> torch.Tensor:
+def cluster_ranges(lab: Array, Nlab: Optional[Array] = None) -> Array:
     r"""The ``[start, end)`` ranges of the clusters in a point cloud sorted by :func:`sort_clusters`.
 
     With :math:`n_k = \#\{i : \ell_i = k\}`, cluster ``k`` is rows
@@ -127,7 +133,8 @@ def cluster_ranges(lab, Nlab=None) -> torch.Tensor:
 
 
 @numpy_io
-def cluster_centroids(x, lab, Nlab=None, weights=None, weights_c=None) -> torch.Tensor:
+def cluster_centroids(x: Array, lab: Array, Nlab: Optional[Array] = None, weights: Optional[Array] = None,
+                      weights_c: Optional[Array] = None) -> Array:
     r"""The (weighted) barycenters of the clusters.
 
     .. math:: c_k = \frac{\sum_{i : \ell_i = k} w_i x_i}{\sum_{i : \ell_i = k} w_i}, \quad w_i = 1 \text{ by default.}
@@ -157,13 +164,15 @@ def cluster_centroids(x, lab, Nlab=None, weights=None, weights_c=None) -> torch.
         if w.shape[0] != lab.shape[0]:
             raise ValueError(f"cluster_centroids: weights has {w.shape[0]} entries for {lab.shape[0]} labels")
         src = x * w.reshape((-1,) + (1,) * (x.ndim - 1))
-        den = weights_c.reshape(-1) if weights_c is not None else torch.zeros(C, dtype=w.dtype, device=w.device).index_add(0, lab, w)
+        den = (weights_c.reshape(-1) if weights_c is not None
+               else torch.zeros(C, dtype=w.dtype, device=w.device).index_add(0, lab, w))
     num = torch.zeros((C, *x.shape[1:]), dtype=src.dtype, device=x.device).index_add(0, lab, src)
     return num / den.to(device=x.device, dtype=src.dtype).reshape((C,) + (1,) * (x.ndim - 1))
 
 
 @numpy_io
-def cluster_ranges_centroids(x, lab, weights=None, min_weight=1e-9):
+def cluster_ranges_centroids(x: Array, lab: Array, weights: Optional[Array] = None,
+                             min_weight: float = 1e-9) -> tuple[Array, Array, Array]:
     r"""Ranges, centroids and total weights of the clusters of a (weighted) labelled cloud.
 
     Weights are first clamped to ``>= min_weight``, so that every non-empty cluster has a positive

@@ -19,14 +19,28 @@ import torch
 
 
 def leaf_depth(n_points: int, leaf_size: int) -> int:
-    """The number of halvings that brings ``n_points`` down to at most ``leaf_size`` per node."""
+    """The number of halvings that brings ``n_points`` down to at most ``leaf_size`` per node.
+
+    Args:
+        n_points: the number of points.
+        leaf_size: the largest number of points of a leaf.
+
+    Returns:
+        ``ceil(log2(n_points / leaf_size))``, or 0 when ``n_points <= leaf_size``.
+    """
     if n_points <= leaf_size:
         return 0
     return math.ceil(math.log2(n_points / leaf_size))
 
 
 def bounding_boxes(points: torch.Tensor, node: torch.Tensor, n_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(lo, hi)``, each ``(n_nodes, D)``: the per-axis extremes of the points of every node."""
+    """``(lo, hi)``, each ``(n_nodes, D)``: the per-axis extremes of the points of every node.
+
+    Args:
+        points: ``(n, D)`` points.
+        node: ``(n,)`` int64 node of each point, in ``[0, n_nodes)``.
+        n_nodes: the number of nodes (a node without points gets ``lo = inf``, ``hi = -inf``).
+    """
     index = node[:, None].expand_as(points)
     shape = (n_nodes, points.shape[1])
     lo = torch.full(shape, math.inf, dtype=points.dtype, device=points.device).scatter_reduce(0, index, points, "amin")

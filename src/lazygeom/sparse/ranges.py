@@ -5,17 +5,19 @@ See :mod:`lazygeom.sparse` for the layout of pykeops' ``ranges`` 6-tuple.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ..backends import policy
-from ._io import int_array, numpy_io
+from ._io import Array, Ranges, RangesTuple, int_array, numpy_io
 from .check import check_six
 
 __all__ = ["from_matrix", "from_pairs", "pair_slices", "swap_axes", "unique_pairs"]
 
 
 @numpy_io
-def from_matrix(ranges_i, ranges_j, keep):
+def from_matrix(ranges_i: Array, ranges_j: Array, keep: Array) -> RangesTuple:
     r"""Turns cluster ranges and a boolean cluster-pair mask into a block-sparse ``ranges`` 6-tuple.
 
     Pair :math:`(i, j)` is visited iff ``keep[k, l]`` where ``i`` is in i-cluster ``k`` and ``j``
@@ -54,8 +56,10 @@ def pair_slices(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torc
     """``(slices, redranges)``: one half of :func:`from_pairs` (the reduction over columns).
 
     Args:
-        ranges_rows, ranges_cols: (C, 2) int64 ranges of the row and column clusters.
-        rows, cols: int64 cluster indices of the pairs, each pair once.
+        ranges_rows: (C, 2) int64 ranges of the row clusters.
+        ranges_cols: (C', 2) int64 ranges of the column clusters.
+        rows: int64 row cluster of each pair, each pair once.
+        cols: int64 column cluster of each pair.
         merge: fuse touching column ranges (see :func:`from_pairs`).
         presorted: the pairs are already sorted by row, then column (skips a sort).
     """
@@ -81,7 +85,7 @@ def pair_slices(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torc
 
 
 @numpy_io
-def from_pairs(ranges_i, ranges_j, rows, cols, merge: bool = False):
+def from_pairs(ranges_i: Array, ranges_j: Array, rows: Array, cols: Array, merge: bool = False) -> RangesTuple:
     r"""The block-sparse ``ranges`` 6-tuple of a list of interacting cluster pairs (sparse :func:`from_matrix`).
 
     Pair :math:`(i, j)` is visited iff ``(k, l)`` is listed, where ``i`` is in i-cluster ``k``
@@ -114,7 +118,7 @@ def from_pairs(ranges_i, ranges_j, rows, cols, merge: bool = False):
     return ranges_i, slices_i, redranges_j, ranges_j, slices_j, redranges_i
 
 
-def swap_axes(ranges):
+def swap_axes(ranges: Optional[Ranges]) -> Optional[RangesTuple]:
     """The ``ranges`` of the transposed problem (i <-> j): ``(*ranges[3:6], *ranges[0:3])``.
 
     Args:
@@ -131,9 +135,19 @@ def swap_axes(ranges):
 
 
 def unique_pairs(rows: torch.Tensor, cols: torch.Tensor, n_cols: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct pairs, sorted by row then column."""
+    """The distinct pairs, sorted by row then column.
+
+    Args:
+        rows: (K,) int64 row of each pair.
+        cols: (K,) int64 column of each pair, in ``[0, n_cols)``.
+        n_cols: the number of columns.
+
+    Returns:
+        ``(rows, cols)`` of the distinct pairs.
+    """
     native = policy.capability("pair_sorting", rows, cols)
-    done = None if native is None else native.sort_pairs(rows, cols, int(rows.max()) + 1 if rows.numel() else 1, unique=True, n_cols=n_cols)
+    n_rows = int(rows.max()) + 1 if rows.numel() else 1
+    done = None if native is None else native.sort_pairs(rows, cols, n_rows, unique=True, n_cols=n_cols)
     if done is not None:
         return done
     keys = torch.unique(rows * max(n_cols, 1) + cols)
