@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import lazygeom
+import lazygeom.backends.policy
 from lazygeom import Vi, Vj
 from lazygeom.backends import select_backend
 from lazygeom.backends.cpu import backend as cpu_backend
@@ -140,7 +141,7 @@ def test_cache_hit_and_miss(tmp_path, monkeypatch):
             raise AssertionError("the compiler ran although the kernel is cached")
 
         monkeypatch.setattr(compiler.subprocess, "run", no_compile)
-        monkeypatch.setattr(lazygeom.backends, "_CPU", cpu_backend.CpuBackend())
+        monkeypatch.setattr(lazygeom.backends.policy, "_CPU", cpu_backend.CpuBackend())
         assert torch.equal(first, _gauss(x, y, b))
         # a different formula is a miss: it must compile (and here, cannot)
         with pytest.raises(AssertionError, match="compiler ran"):
