@@ -13,12 +13,11 @@ from ...settings import get_config
 from ...formula import CAT_I, CAT_J
 from ..base import Call, range_offsets, row_clusters
 from . import blas_knn, compiler, marginals, pairs
-from .kernel import generate
+from .kernel import TEMPLATES, generate
 
 _SCALARS = {torch.float32: "float", torch.float64: "double"}
 _VBYTES = 32  # bytes of one vec: W = 8 floats or 4 doubles (see lgmath.hpp)
 SERIAL_PAIRS = 1 << 16  # below this many pairs, one thread
-_KINDS = ("sum", "lse", "ssmw", "min_argmin", "max_argmax", "kmin_argkmin")
 
 _ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
              ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -50,7 +49,7 @@ class CpuBackend:
         return None
 
     def supports(self, call: Call, args: Sequence[torch.Tensor]) -> bool:
-        if call.reduction.kind not in _KINDS or not args:
+        if call.reduction.kind not in TEMPLATES or not args:
             return False
         dtype = args[0].dtype
         if dtype not in _SCALARS or any(a.dtype != dtype or a.device.type != "cpu" for a in args):
@@ -90,9 +89,9 @@ class CpuBackend:
         if call.per_range:
             offsets, total = range_offsets(call)
             rows = (total,)
-        shape = (*rows, red.K, E) if red.kind == "kmin_argkmin" else (*rows, E)
+        shape = (*rows, red.K, E) if red.spec.k else (*rows, E)
         out = torch.empty(shape, dtype=dtype)
-        selection = red.kind in ("min_argmin", "max_argmax", "kmin_argkmin")
+        selection = red.spec.selection
         outk = torch.empty(shape if selection else (0,), dtype=torch.int64)
         ptrs = (ctypes.c_void_p * max(1, len(prepared)))(*[p.data_ptr() for p in prepared])
         sparse = _sparse_layout(call) if call.ranges is not None else ()

@@ -60,7 +60,7 @@ def match(call: Call) -> Optional[tuple[int, int, int]]:
     ranges, of ``|x_i - y_j|^2`` (sign 0: written ``sqdist``, ``((x - y) ** 2).sum(-1)``, ...),
     of ``<x_i, y_j>`` (sign 1) or of ``-<x_i, y_j>`` (sign -1: the largest inner products)."""
     red = call.reduction
-    if red.kind not in ("kmin_argkmin", "min_argmin") or call.ranges is not None:
+    if not (red.spec.is_run and red.spec.extremum == "min") or call.ranges is not None:
         return None
     f, sign = red.formula, 1
     if f.op == "neg":
@@ -85,7 +85,7 @@ def run(call: Call, args, ix: int, iy: int, sign: int) -> tuple[torch.Tensor, to
     vals, idx = zip(*(_knn(xb, yb, K, sign) for xb, yb in zip(x, y)))
     vals = torch.stack(vals).reshape(*batch, call.ni, K, 1)
     idx = torch.stack(idx).reshape(*batch, call.ni, K, 1)
-    if call.reduction.kind == "min_argmin":
+    if not call.reduction.spec.k:
         return vals[..., 0, :], idx[..., 0, :]
     return vals, idx
 

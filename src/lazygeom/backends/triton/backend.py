@@ -29,11 +29,11 @@ import torch
 
 from ...errors import CompilationError
 from ...formula import CAT_I, CAT_J
-from ...reductions import SELECTION, Reduction
+from ...reductions import Reduction, selection_kind
 from ...settings import get_config
 from ..base import Call
 from . import dot
-from .kernel import KINDS, generate
+from .kernel import TEMPLATES, generate
 
 #: compute dtype (tiles) and accumulation dtype (row sums across tiles) per input dtype
 _DTYPES = {
@@ -77,13 +77,13 @@ class TritonBackend:
     def why_not(self, call: Call, args: Sequence[torch.Tensor]) -> str | None:
         """None when this backend can run ``call`` on ``args``, else the reason (for errors)."""
         red = call.reduction
-        if red.kind not in KINDS:
-            return f"it runs {KINDS} (the others through their pair kind)"
+        if red.kind not in TEMPLATES:
+            return f"it runs {tuple(TEMPLATES)} (the others through their run kind)"
         if not args:
             return "a reduction without tensor arguments"
         if call.nj >= _INDEX_LIMIT:
             return f"at most {_INDEX_LIMIT} reduced indices (int32 in registers), got {call.nj}"
-        if red.kind == "kmin_argkmin" and red.K > MAX_K:
+        if red.spec.k and red.K > MAX_K:
             return f"K-min keeps its lists in registers: K <= {MAX_K}, got {red.K}"
         dtype, device = args[0].dtype, args[0].device
         if dtype not in _DTYPES or any(a.dtype != dtype or a.device != device for a in args):
@@ -147,16 +147,17 @@ class TritonBackend:
         ``dot.EXTRA`` more candidates, re-ranked with exact distances (see :mod:`.dot`)."""
         red, dtype = call.reduction, args[0].dtype
         work = torch.float64 if dtype == torch.float64 else torch.float32
-        K = red.K if red.kind == "kmin_argkmin" else 1
+        K = red.K if red.spec.k else 1
         kc = min(K + dot.EXTRA, call.nj)
-        sub = Call(Reduction("kmin_argkmin", red.formula, K=kc), call.cats, call.ni, call.nj, call.batch, call.ranges)
+        kmin = selection_kind("min", k=True).name
+        sub = Call(Reduction(kmin, red.formula, K=kc), call.cats, call.ni, call.nj, call.batch, call.ranges)
         vals, idx = self._launch(sub, dot.centred([a.to(work) for a in args], ix, iy), dot_terms=True)
         batch = tuple(call.batch)
         nb, D = (math.prod(batch) if batch else 1), args[ix].shape[-1]
         x = args[ix].to(work).expand(*batch, call.ni, D).reshape(nb, call.ni, D)
         y = args[iy].to(work).expand(*batch, call.nj, D).reshape(nb, call.nj, D)
         v, k = dot.rerank(x, y, vals.reshape(nb, call.ni, kc), idx.reshape(nb, call.ni, kc), K)
-        shape = (*batch, call.ni, K, 1) if red.kind == "kmin_argkmin" else (*batch, call.ni, 1)
+        shape = (*batch, call.ni, K, 1) if red.spec.k else (*batch, call.ni, 1)
         return v.to(dtype).reshape(shape), k.reshape(shape)
 
     def _launch(self, call: Call, args, dot_terms: bool = False) -> tuple[torch.Tensor, ...]:
@@ -167,12 +168,11 @@ class TritonBackend:
         nb = math.prod(batch) if batch else 1
         prepared = [_layout(a, c, batch, nb, call.ni, call.nj) for a, c in zip(args, call.cats)]
         E, K = red.out_dim, red.K
-        is_k = red.kind == "kmin_argkmin"
-        selection = red.kind in SELECTION
-        shape = (nb, call.ni, K, E) if is_k else (nb, call.ni, E)
+        selection = red.spec.selection
+        shape = (nb, call.ni, K, E) if red.spec.k else (nb, call.ni, E)
         sparse = call.ranges is not None
         if sparse:  # rows outside every cluster are never visited: the empty reduction's value
-            out = _empty_values(red.kind, shape, dtype, device)
+            out = torch.full(shape, red.spec.empty, dtype=dtype, device=device)
         else:
             out = torch.empty(shape, dtype=dtype, device=device)
         outk = torch.zeros(shape if selection else (1,), dtype=torch.int64, device=device)
@@ -239,12 +239,6 @@ def _import(path: Path) -> ModuleType:
         del sys.modules[name]
         raise CompilationError(str(path), ["import", str(path)], f"{type(err).__name__}: {err}") from err
     return mod
-
-
-def _empty_values(kind: str, shape, dtype, device) -> torch.Tensor:
-    """The value of a reduction over nothing (as the reference backend gives it)."""
-    fill = {"sum": 0.0, "lse": -math.inf, "ssmw": math.nan, "max_argmax": -math.inf}.get(kind, math.inf)
-    return torch.full(shape, fill, dtype=dtype, device=device)
 
 
 def _sparse_layout(call: Call, block: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

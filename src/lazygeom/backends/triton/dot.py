@@ -94,7 +94,7 @@ def precision(dtype: torch.dtype) -> str:
 def match_knn(call: Call, dims: tuple[int, ...]) -> Optional[tuple[int, int]]:
     """``(i-arg, j-arg)`` when the call is a K-min or min of exactly ``|x_i - y_j|^2`` at D >= MIN_DIM."""
     red = call.reduction
-    if red.kind not in ("kmin_argkmin", "min_argmin"):
+    if not (red.spec.is_run and red.spec.extremum == "min"):
         return None
     terms = find_terms([red.formula])
     if len(terms) != 1 or terms[0].node is not red.formula or not terms[0].squared:
