@@ -58,50 +58,6 @@ def _sum_parts(red: Reduction, f: Components, w: Optional[Components], E: int) -
     )
 
 
-def _lse_parts(red: Reduction, f: Components, w: Optional[Components], E: int, ssmw: bool) -> dict:
-    """Streaming maximum per group (one group for a scalar F, else one per component).
-
-    The row's maximum M moves up to the tile's, the sums are rescaled once per tile by
-    exp(M_old - M_new), and the tile adds exp(F - M) <= 1. A row whose scores are all -inf keeps a
-    zero shift, so that exp gives 0, not nan (as the reference backend).
-    """
-    G = len(f)
-
-    def g_of(e):
-        return e if G > 1 else 0
-
-    init = [f"m{g} = tl.full([BLOCK_I], -INF, CT)" for g in range(G)]
-    if ssmw:
-        init += [f"s{g} = tl.zeros([BLOCK_I], ACC)" for g in range(G)]
-        init += [f"t{e} = tl.zeros([BLOCK_I], ACC)" for e in range(E)]
-    else:
-        init += [f"s{e} = tl.zeros([BLOCK_I], ACC)" for e in range(E)]
-    update = []
-    for g in range(G):
-        update += [
-            f"F{g} = tl.where(jmask, {_bt(f[g])}, -INF)",
-            f"mn{g} = tl.maximum(m{g}, tl.max(F{g}, 1))",
-            f"sh{g} = tl.where(tl.abs(mn{g}) < INF, mn{g}, 0.0)",
-            f"sc{g} = tl.exp(m{g} - sh{g}).to(ACC)",
-            f"P{g} = tl.exp(F{g} - sh{g}[:, None])",
-            f"m{g} = mn{g}",
-        ]
-    if w is not None:
-        update += [f"W{e} = tl.where(jmask, {_bt(w[e])}, 0.0)" for e in range(E)]
-    if ssmw:
-        update += [f"s{g} = s{g} * sc{g} + tl.sum(P{g}, 1).to(ACC)" for g in range(G)]
-        update += [f"t{e} = t{e} * sc{g_of(e)} + tl.sum(P{g_of(e)} * W{e}, 1).to(ACC)" for e in range(E)]
-    else:
-        term = (lambda e: f"P{g_of(e)} * W{e}") if w is not None else (lambda e: f"P{g_of(e)}")
-        update += [f"s{e} = s{e} * sc{g_of(e)} + tl.sum({term(e)}, 1).to(ACC)" for e in range(E)]
-    if ssmw:
-        final = [_store(e, E, f"t{e} / s{g_of(e)}") for e in range(E)]
-    else:
-        final = [f"sh{g} = tl.where(tl.abs(m{g}) < INF, m{g}, 0.0).to(ACC)" for g in range(G)]
-        final += [_store(e, E, f"sh{g_of(e)} + tl.log(s{e})") for e in range(E)]
-    return _parts(init=init, update=update, final=final)
-
-
 def _running(v: str, k: str, fill: str) -> list[str]:
     """A running value per row, starting at ``fill``, and its index."""
     return [f"{v} = tl.full([BLOCK_I], {fill}, CT)", f"{k} = tl.zeros([BLOCK_I], tl.int32)"]
@@ -115,6 +71,53 @@ def _masked(F: str, f: Components, e: int, fill: str) -> str:
 def _first_column(F: str, tv: str) -> str:
     """The first column of each row of tile ``F`` that holds the row's value ``tv``."""
     return f"tl.min(tl.where({F} == {tv}[:, None], cidx, BIG_INDEX), 1)"
+
+
+def _shift(f: Components, g: int) -> list[str]:
+    """Group ``g``'s tile of scores, its row maximum moved up to the tile's, and the factors."""
+    return [
+        _masked(f"F{g}", f, g, "-INF"),
+        f"mn{g} = tl.maximum(m{g}, tl.max(F{g}, 1))",
+        f"sh{g} = tl.where(tl.abs(mn{g}) < INF, mn{g}, 0.0)",
+        f"sc{g} = tl.exp(m{g} - sh{g}).to(ACC)",
+        f"P{g} = tl.exp(F{g} - sh{g}[:, None])",
+        f"m{g} = mn{g}",
+    ]
+
+
+def _lse_parts(red: Reduction, f: Components, w: Optional[Components], E: int, ssmw: bool) -> dict:
+    """Streaming maximum per group (one group for a scalar F, else one per component).
+
+    The row's maximum M moves up to the tile's, the sums are rescaled once per tile by
+    exp(M_old - M_new), and the tile adds exp(F - M) <= 1. A row whose scores are all -inf keeps a
+    zero shift, so that exp gives 0, not nan (as the reference backend).
+    """
+    G = len(f)
+
+    def g_of(e: int) -> int:
+        return e if G > 1 else 0
+
+    init = [f"m{g} = tl.full([BLOCK_I], -INF, CT)" for g in range(G)]
+    if ssmw:
+        init += [f"s{g} = tl.zeros([BLOCK_I], ACC)" for g in range(G)]
+        init += [f"t{e} = tl.zeros([BLOCK_I], ACC)" for e in range(E)]
+    else:
+        init += [f"s{e} = tl.zeros([BLOCK_I], ACC)" for e in range(E)]
+    update = [s for g in range(G) for s in _shift(f, g)]
+    if w is not None:
+        update += [_masked(f"W{e}", w, e, "0.0") for e in range(E)]
+    if ssmw:
+        update += [f"s{g} = s{g} * sc{g} + tl.sum(P{g}, 1).to(ACC)" for g in range(G)]
+        update += [f"t{e} = t{e} * sc{g_of(e)} + tl.sum(P{g_of(e)} * W{e}, 1).to(ACC)" for e in range(E)]
+    else:
+        term = (lambda e: f"P{g_of(e)} * W{e}") if w is not None else (lambda e: f"P{g_of(e)}")
+        update += [f"s{e} = s{e} * sc{g_of(e)} + tl.sum({term(e)}, 1).to(ACC)" for e in range(E)]
+    if ssmw:
+        final = [_store(e, E, f"t{e} / s{g_of(e)}") for e in range(E)]
+    else:
+        final = [f"sh{g} = tl.where(tl.abs(m{g}) < INF, m{g}, 0.0).to(ACC)" for g in range(G)]
+        final += [_store(e, E, f"sh{g_of(e)} + tl.log(s{e})") for e in range(E)]
+    return _parts(init=init, update=update, final=final)
 
 
 def _select_parts(red: Reduction, f: Components, w: Optional[Components], E: int) -> dict:
