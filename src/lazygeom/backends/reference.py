@@ -12,7 +12,7 @@ error; LogSumExp-type reductions use a streaming maximum and are finite for scor
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 
@@ -28,13 +28,23 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype in (torch.float32, torch.float16, torch.bfloat16) else dtype
 
 
-def evaluate_tile(formulas: Sequence[Node], args: Sequence[torch.Tensor], cats, isl: slice, jsl,
-                  dtype: torch.dtype, device) -> list[torch.Tensor]:
-    """Evaluate formulas on the block (isl x jsl); results broadcast to ``(*b, ti|1, tj|1, dim)``.
-
-    ``jsl`` is a slice or a 1D index tensor of columns.
+def evaluate_tile(formulas: Sequence[Node], args: Sequence[torch.Tensor], cats: Sequence[int], isl: slice,
+                  jsl: Union[slice, torch.Tensor], dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    """Evaluate formulas on the block (isl x jsl).
 
     Intermediate values are freed as soon as their last consumer has run.
+
+    Args:
+        formulas: the formulas.
+        args: the arguments (layouts of :class:`Call`).
+        cats: their categories.
+        isl: the rows.
+        jsl: the columns, a slice or a 1D index tensor.
+        dtype: the dtype of constants.
+        device: the device of constants.
+
+    Returns:
+        One tensor per formula, broadcastable to ``(*b, ti, tj, dim)`` (``ti``, ``tj`` may be 1).
     """
     order = list(walk_many(formulas))
     uses: dict[int, int] = {}
@@ -83,6 +93,15 @@ class ReferenceBackend:
         self.tile_elements = tile_elements
 
     def supports(self, call: Call, args: Sequence[torch.Tensor]) -> bool:
+        """Whether it runs ``call``: always, on any device and dtype.
+
+        Args:
+            call: the call.
+            args: its arguments.
+
+        Returns:
+            True.
+        """
         return True
 
     def run(self, call: Call, args: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -125,8 +144,10 @@ class ReferenceBackend:
 
 
 def _schedule(call: Call, ti: int, tj: int, device):
-    """Blocks of rows, each with the chunks of columns it reduces over (slices, or index tensors
-    gathered from the block-sparse ranges)."""
+    """Blocks of rows, each with the chunks of columns it reduces over.
+
+    The chunks are slices, or index tensors gathered from the block-sparse ranges.
+    """
     if call.ranges is None:
         for i0 in range(0, call.ni, ti):
             yield slice(i0, min(i0 + ti, call.ni)), [slice(j0, min(j0 + tj, call.nj)) for j0 in range(0, call.nj, tj)]

@@ -16,7 +16,7 @@ of F evaluated at (i, k_i), a gather (:func:`pair_formula`).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 from ..formula import CAT_I, CAT_J, Node, make, recategorize, var, vjp
 from .kinds import KindTable, Reduction
@@ -49,7 +49,7 @@ SUM_LIKE_TARGETS: KindTable[Callable[[Reduction, Callable[[str, int], Node]], No
     "the Sum-like gradient", {"sum": _sum_target, "lse": _lse_target, "ssmw": _ssmw_target})
 
 
-def sum_like_grad_formula(red: Reduction, wrt: list[Node], n_args: int) -> tuple[list, dict]:
+def sum_like_grad_formula(red: Reduction, wrt: list[Node], n_args: int) -> tuple[list[Optional[Node]], dict[str, int]]:
     """Gradient formulas of a Sum-like reduction (sum, lse, ssmw).
 
     Args:
@@ -73,16 +73,31 @@ def sum_like_grad_formula(red: Reduction, wrt: list[Node], n_args: int) -> tuple
 
 
 def pair_formula(f: Node) -> Node:
-    """``f`` with every j-variable turned into an i-variable: F(x_i, y_{k_i}) on gathered rows."""
+    """A formula evaluated at gathered pairs: F(x_i, y_{k_i}).
+
+    Args:
+        f: the formula.
+
+    Returns:
+        ``f`` with every j-variable turned into an i-variable (of gathered rows).
+    """
     cats = {n.attrs[0]: CAT_I for n in f.walk() if n.op == "var" and n.attrs[1] == CAT_J}
     return recategorize(f, cats)
 
 
-def selection_grad_formulas(red: Reduction, e: int, wrt: list[Node], n_args: int):
+def selection_grad_formulas(red: Reduction, e: int, wrt: list[Node], n_args: int) -> list[Optional[Node]]:
     """Gradient formulas for coordinate ``e`` of a min/max/K-min value output.
 
-    Returns one formula per ``wrt`` (or None), over i-variables only (j-variables recategorized to
-    gathered i-variables), with the cotangent as i-variable number ``n_args`` (dimension 1).
+    Args:
+        red: the reduction (a selection).
+        e: the coordinate.
+        wrt: the variable nodes to differentiate against.
+        n_args: the number of arguments of the forward call: the cotangent is i-variable number
+            ``n_args`` (dimension 1).
+
+    Returns:
+        One formula per ``wrt`` (or None), over i-variables only (j-variables recategorized to
+        gathered i-variables).
     """
     F = red.formula
     Fe = F if F.dim == 1 else make("extract", F, attrs=(e, 1))

@@ -35,11 +35,19 @@ class CpuBackend:
 
     @staticmethod
     def available() -> bool:
+        """Whether a C++ compiler is found."""
         return compiler.find_compiler() is not None
 
     def capability(self, name: str, tensors: Sequence) -> Optional[ModuleType]:
-        """The module of an optional fast path for these (CPU) tensors, or None (see
-        :func:`lazygeom.backends.policy.capability`)."""
+        """The module of an optional fast path for these (CPU) tensors.
+
+        Args:
+            name: the capability (see :func:`lazygeom.backends.policy.capability`).
+            tensors: the tensors it would run on.
+
+        Returns:
+            The module, or None.
+        """
         if name == "pair_sorting":
             return pairs
         if name == "plan_marginals":
@@ -49,6 +57,15 @@ class CpuBackend:
         return None
 
     def supports(self, call: Call, args: Sequence[torch.Tensor]) -> bool:
+        """The run kinds of its kernel template, on float32/float64 CPU tensors of one dtype.
+
+        Args:
+            call: the call.
+            args: its arguments.
+
+        Returns:
+            True when it can run the call.
+        """
         if call.reduction.kind not in TEMPLATES or not args:
             return False
         dtype = args[0].dtype
@@ -57,8 +74,17 @@ class CpuBackend:
         # float32 lanes carry 32-bit indices
         return dtype == torch.float64 or call.nj < 2**31 - 1024
 
-    def kernel(self, call: Call, dims: tuple[int, ...], dtype: torch.dtype):
-        """The compiled entry point for this call's structure (compiled on first use)."""
+    def kernel(self, call: Call, dims: tuple[int, ...], dtype: torch.dtype) -> ctypes._CFuncPtr:
+        """The compiled entry point for this call's structure (compiled on first use).
+
+        Args:
+            call: the call.
+            dims: its arguments' vector dimensions.
+            dtype: their dtype.
+
+        Returns:
+            The kernel's ``lg_kernel``.
+        """
         cfg = get_config()
         key = (call.reduction.key, call.cats, dims, dtype, call.per_range, cfg.cache_dir)
         fn = self._kernels.get(key)
@@ -71,6 +97,15 @@ class CpuBackend:
         return fn
 
     def run(self, call: Call, args: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Run a call (see :meth:`lazygeom.backends.Backend.run`).
+
+        Args:
+            call: the call.
+            args: its arguments.
+
+        Returns:
+            Its outputs.
+        """
         knn = blas_knn.match(call)
         if knn is not None:
             return blas_knn.run(call, args, *knn)

@@ -182,10 +182,12 @@ TEMPLATES: KindTable[Template] = KindTable("the CPU backend", {
 })
 
 
-def _state(state) -> tuple[list[str], list[str], list[str], list[str]]:
-    """The row state's struct members, its initialisation (on ``S``), and the statements that bind
-    it to the names the parts use (scalars and vectors copied in and back, so that they live in
-    registers during a tile; arrays by reference)."""
+def _state(state: list[tuple]) -> tuple[list[str], list[str], list[str], list[str]]:
+    """The row state's struct members, its initialisation (on ``S``), and its binding.
+
+    The binding statements give the state the names the parts use: scalars and vectors are copied
+    in and back, so that they live in registers during a tile; arrays are bound by reference.
+    """
     members, init, bind, unbind = [], [], [], []
     for ctype, name, n, value in state:
         if n is None:
@@ -208,8 +210,19 @@ def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...], per_r
     (Row after row, each row would stream every j-variable from L3 or memory: at D = 3 with a
     3-vector weight this bandwidth, not arithmetic, was the bound.)
 
-    ``per_range``: one result per (row, listed range) instead of per row: the state is reset at
-    every range and written at ``out_offset[row] + r`` (see :class:`lazygeom.backends.Call`).
+    Args:
+        red: the reduction (a run kind).
+        cats: the categories of its arguments.
+        dims: their vector dimensions.
+        per_range: one result per (row, listed range) instead of per row: the state is reset at
+            every range and written at ``out_offset[row] + r`` (see :class:`lazygeom.backends.Call`).
+
+    Returns:
+        The source.
+
+    Raises:
+        NotImplementedError: a kind that runs through another (see
+            :attr:`lazygeom.reductions.KindSpec.run`).
     """
     template = TEMPLATES.hook(red.kind)
     hoisted, body, outs = render(list(red.formulas))

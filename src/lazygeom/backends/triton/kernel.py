@@ -212,8 +212,19 @@ HOIST_I_MAX = 16
 def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...], dot_terms: bool = False) -> str:
     """The Python source of one kernel module; its entry point is ``lg_kernel``.
 
-    With ``dot_terms``, the dot-shaped terms of the formula (:func:`.dot.find_terms`) are computed
-    with ``tl.dot`` on tiles instead of component by component.
+    Args:
+        red: the reduction (a run kind).
+        cats: the categories of its arguments.
+        dims: their vector dimensions.
+        dot_terms: compute the dot-shaped terms of the formula (:func:`.dot.find_terms`) with
+            ``tl.dot`` on tiles instead of component by component.
+
+    Returns:
+        The source.
+
+    Raises:
+        NotImplementedError: a kind that runs through another (see
+            :attr:`lazygeom.reductions.KindSpec.run`).
     """
     template = TEMPLATES.hook(red.kind)
     formulas = list(red.formulas)
