@@ -203,7 +203,7 @@ def _state(state: list[tuple]) -> tuple[list[str], list[str], list[str], list[st
 
 
 def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...], per_range: bool = False) -> str:
-    """The C++ source of one kernel (without the scalar type, set by -DLG_SCALAR).
+    """The C++ source of one kernel.
 
     Rows are processed in blocks of up to ``RB`` that share their ranges: each tile of j is loaded
     once into the cache and used by every row of the block, whose states persist across tiles.
@@ -218,11 +218,10 @@ def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...], per_r
             every range and written at ``out_offset[row] + r`` (see :class:`lazygeom.backends.Call`).
 
     Returns:
-        The source.
+        The C++ source (the scalar type is set at compilation, ``-DLG_DOUBLE``).
 
     Raises:
-        NotImplementedError: a kind that runs through another (see
-            :attr:`lazygeom.reductions.KindSpec.run`).
+        NotImplementedError: for a kind the CPU backend runs as its run kind (``KindSpec.run``).
     """
     template = TEMPLATES.hook(red.kind)
     hoisted, body, outs = render(list(red.formulas))
