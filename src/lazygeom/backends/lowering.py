@@ -5,7 +5,7 @@ tile in Triton). A *snippet* receives the target's names of its arguments' compo
 attributes, its output dimension and a prefix for temporaries; it returns statements to emit first
 (rarely) and the expressions of its output components.
 
-The snippets that only rearrange components or write ``+``, ``-`` and ``*`` (sums, dot products,
+The snippets that only rearrange components or write arithmetic operators (sums, dot products,
 broadcasts, extraction, matrix products...) are the same for every target and live here
 (:data:`SHARED`); each backend adds its own table for the rest (function names, comparisons,
 integer powers...) and a :class:`Dialect`: how to load a variable, write a constant, and declare a
