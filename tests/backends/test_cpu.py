@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import lazygeom
+import lazygeom.backends.policy
 from lazygeom import Vi, Vj
 from lazygeom.backends import select_backend
 from lazygeom.backends.cpu import backend as cpu_backend

@@ -168,7 +168,7 @@ def test_selection_policy(monkeypatch):
         assert select_backend("auto", _call(), cpu).name in ("cpu", "reference")
 
 
-def test_no_regeneration_for_new_sizes_or_parameter_values(rng, monkeypatch, cache_dir):
+def test_no_regeneration_for_new_sizes_or_parameter_values(rng, monkeypatch, cache_dir):  # noqa: F811 (fixture)
     def gauss(n, m, s):
         x = torch.randn(n, 3, generator=rng, dtype=torch.float64)
         y = torch.randn(m, 3, generator=rng, dtype=torch.float64)
@@ -239,7 +239,7 @@ def every_op_formula():
     return f
 
 
-def test_generated_kernels_compile_for_a_gpu(tmp_path, cache_dir):
+def test_generated_kernels_compile_for_a_gpu(tmp_path, cache_dir):  # noqa: F811 (the fixture)
     """The interpreter runs Python; a GPU runs what Triton's compiler makes of the same source,
     and that compiler is stricter (types, constexprs, loop-carried values). Compile for sm_90
     here, without a GPU (Triton ships ptxas), in a process where Triton runs in compiled mode:

@@ -33,7 +33,7 @@ if INTERPRET and "triton" not in sys.modules:
     os.environ["TRITON_INTERPRET"] = "1"
     try:
         triton = pytest.importorskip("triton")
-        import triton.language  # noqa: F401  (decorated now, in interpreter mode)
+        import triton.language  # noqa: F401, F811  (decorated now, in interpreter mode)
     finally:
         if _saved is None:
             del os.environ["TRITON_INTERPRET"]

@@ -50,10 +50,20 @@ class Call:
         return None if r is None else (r[3], r[4], r[5], r[0], r[1], r[2])
 
     def expected_shape(self, k: int, dim: int) -> tuple[str, ...]:
+        """The shape argument ``k`` should have, written out (for error messages).
+
+        Args:
+            k: the argument number.
+            dim: its vector dimension.
+
+        Returns:
+            The sizes, as strings.
+        """
         rows = {CAT_I: (self.ni,), CAT_J: (self.nj,)}.get(self.cats[k], ())
         return tuple(str(b) for b in self.batch) + tuple(str(r) for r in rows) + (str(dim),)
 
     def describe(self) -> str:
+        """The call in one line (kind, sizes, argument categories), for error messages."""
         cats = "".join(CAT_NAMES[c] for c in self.cats)
         return f"{self.reduction.kind} over j, ni={self.ni}, nj={self.nj}, batch={self.batch}, args={cats}"
 
@@ -80,7 +90,15 @@ class PairBlocks:
 
 
 def row_clusters(ranges_i: torch.Tensor, ni: int) -> torch.Tensor:
-    """``(ni,)`` int64: the cluster of each row in ``ranges_i``, -1 for rows in none."""
+    """The cluster of each row.
+
+    Args:
+        ranges_i: ``(nc, 2)`` the ``[start, end)`` rows of each cluster.
+        ni: the number of rows.
+
+    Returns:
+        ``(ni,)`` int64: the cluster of each row in ``ranges_i``, -1 for rows in none.
+    """
     out = torch.full((ni,), -1, dtype=torch.int64, device=ranges_i.device)
     lens = (ranges_i[:, 1] - ranges_i[:, 0]).clamp(min=0)
     cl = torch.repeat_interleave(torch.arange(ranges_i.shape[0], device=lens.device), lens)
@@ -90,7 +108,16 @@ def row_clusters(ranges_i: torch.Tensor, ni: int) -> torch.Tensor:
 
 
 def row_range_lists(ranges_i: torch.Tensor, slices_i: torch.Tensor, ni: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(start, count)`` per row: where its cluster's list of j-ranges starts, and its length."""
+    """Where each row's list of j-ranges lies in ``redranges_j``.
+
+    Args:
+        ranges_i: ``(nc, 2)`` the rows of each cluster.
+        slices_i: ``(nc,)`` the end of each cluster's list of j-ranges (pykeops' slices).
+        ni: the number of rows.
+
+    Returns:
+        ``(start, count)`` per row: where its cluster's list of j-ranges starts, and its length.
+    """
     slices = slices_i.to(torch.int64)
     ends = torch.cat((slices, slices.new_zeros(1)))  # cluster -1 (none): an empty list
     starts = torch.cat((slices.new_zeros(1), slices[:-1], slices.new_zeros(1)))
@@ -99,23 +126,47 @@ def row_range_lists(ranges_i: torch.Tensor, slices_i: torch.Tensor, ni: int) -> 
 
 
 def per_range_index(ranges_i: torch.Tensor, slices_i: torch.Tensor, ni: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each result of a per-range reduction, in order: its row, and its range's index in
-    ``redranges_j`` (see :class:`Call`)."""
+    """The results of a per-range reduction (see :class:`Call`), in order.
+
+    Args:
+        ranges_i: ``(nc, 2)`` the rows of each cluster.
+        slices_i: ``(nc,)`` the end of each cluster's list of j-ranges.
+        ni: the number of rows.
+
+    Returns:
+        ``(rows, ranges)``: for each result, its row and its range's index in ``redranges_j``.
+    """
     start, counts = row_range_lists(ranges_i, slices_i, ni)
     rows = torch.repeat_interleave(torch.arange(ni, device=counts.device), counts)
-    k = torch.arange(rows.numel(), device=counts.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    k = torch.arange(rows.numel(), device=counts.device) - first
     return rows, start[rows] + k
 
 
 def range_offsets(call: Call) -> tuple[torch.Tensor, int]:
-    """``(offsets, total)``: where each row's per-range results start, and how many there are."""
+    """Where each row's per-range results start.
+
+    Args:
+        call: a per-range call.
+
+    Returns:
+        ``(offsets, total)``: the offset of each row's first result, and the number of results.
+    """
     _, counts = row_range_lists(call.ranges[0], call.ranges[1], call.ni)
     return torch.cumsum(counts, 0) - counts, int(counts.sum())
 
 
 def expand_per_range(call: Call, args: Sequence) -> tuple[Call, list]:
-    """The ordinary call equal to a per-range one: one row per (row, range), each its own cluster
-    with that one range (i-variables repeated). For the backends without a per-range kernel."""
+    """The ordinary call equal to a per-range one, for the backends without a per-range kernel.
+
+    Args:
+        call: a per-range call.
+        args: its arguments.
+
+    Returns:
+        ``(call, args)``: one row per (row, range), each its own cluster with that one range
+        (i-variables repeated).
+    """
     rows, entry = per_range_index(call.ranges[0], call.ranges[1], call.ni)
     n = rows.numel()
     red = call.ranges[2][entry]
@@ -132,7 +183,23 @@ class Backend(Protocol):
     name: str
 
     def supports(self, call: Call, args: Sequence) -> bool:
-        """Whether this backend can run ``call`` on these tensors (device, dtype...)."""
+        """Whether this backend can run ``call`` on these tensors (device, dtype...).
+
+        Args:
+            call: the call.
+            args: its arguments.
+
+        Returns:
+            True when it can.
+        """
 
     def run(self, call: Call, args: Sequence) -> tuple:
-        """The outputs of the reduction, in the layouts of :mod:`lazygeom.reductions.kinds`."""
+        """Run a call.
+
+        Args:
+            call: the call (compiled backends run the run kinds only: :attr:`lazygeom.reductions.KindSpec.run`).
+            args: its arguments.
+
+        Returns:
+            The outputs of the reduction, in the layouts of :mod:`lazygeom.reductions.kinds`.
+        """

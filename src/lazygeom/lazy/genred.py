@@ -7,6 +7,7 @@ any order are available and nothing of size N*M is ever allocated.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import torch
@@ -14,22 +15,30 @@ import torch
 from ..backends import Call, select_backend
 from ..backends.base import expand_per_range
 from ..formula import CAT_I, CAT_J, CAT_P, make, swap_ij, var
-from ..reductions import SELECTION, Reduction, selection_grad_formulas, sum_like_grad_formula
-
-#: the kind a backend runs for each selection kind (values and indices: indices carry the gradient)
-_PAIR = {"min": "min_argmin", "argmin": "min_argmin", "min_argmin": "min_argmin",
-         "max": "max_argmax", "argmax": "max_argmax", "max_argmax": "max_argmax",
-         "kmin": "kmin_argkmin", "argkmin": "kmin_argkmin", "kmin_argkmin": "kmin_argkmin"}
-
+from ..reductions import INDEX, SELECTED, SUM_LIKE, VALUE, Reduction, selection_grad_formulas, sum_like_grad_formula
 
 def genred(red: Reduction, args: Sequence[torch.Tensor], cats: Sequence[int], ni: int, nj: int,
            batch: Sequence[int], backend: str, ranges: Optional[tuple] = None,
            per_range: bool = False) -> tuple[torch.Tensor, ...]:
-    """Run a reduction over j (see :class:`lazygeom.backends.Call` for the argument layout, the
-    block-sparse ``ranges`` and ``per_range``).
+    """Run a reduction over j, differentiably.
 
-    Returns the outputs of ``red.kind`` (values and/or int64 indices), differentiable with respect
-    to every floating argument (per-range results are not differentiable).
+    See :class:`lazygeom.backends.Call` for the argument layout, the block-sparse ``ranges`` and
+    ``per_range``.
+
+    Args:
+        red: the reduction.
+        args: its arguments.
+        cats: their categories.
+        ni: the number of rows i.
+        nj: the number of reduced indices j.
+        batch: the batch dimensions.
+        backend: the backend name asked for (see :func:`lazygeom.backends.select_backend`).
+        ranges: block-sparse ranges, or None.
+        per_range: one result per row and listed range.
+
+    Returns:
+        The outputs of ``red.kind`` (values and/or int64 indices), differentiable with respect to
+        every floating argument (per-range results are not differentiable).
     """
     call = Call(red, tuple(cats), int(ni), int(nj), tuple(batch), ranges, per_range)
     if per_range and torch.is_grad_enabled() and any(a.requires_grad for a in args):
@@ -49,18 +58,15 @@ class _GenredFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, call: Call, backend: str, *args):
         red = call.reduction
-        if red.kind in _PAIR:
-            run_call = Call(Reduction(_PAIR[red.kind], red.formula, K=red.K), call.cats, call.ni, call.nj,
-                            call.batch, call.ranges, call.per_range)
-            values, indices = _run(backend, run_call, args)
-            outs = tuple({"value": values, "index": indices}[o] for o in red.outputs)
-            saved_outs = (values, indices)
-        else:
-            outs = _run(backend, call, args)
-            saved_outs = outs
+        spec = red.spec
+        # a selection runs as its values-and-indices pair: the indices carry the gradient
+        run = red if spec.is_run else Reduction(spec.run, red.formula, K=red.K)
+        saved_outs = _run(backend, replace(call, reduction=run), args)
+        by_output = dict(zip(run.outputs, saved_outs))
+        outs = tuple(by_output[o] for o in red.outputs)
         ctx.call, ctx.backend, ctx.n_args = call, backend, len(args)
         ctx.save_for_backward(*args, *saved_outs)
-        ctx.mark_non_differentiable(*(o for o, k in zip(outs, red.outputs) if k == "index"))
+        ctx.mark_non_differentiable(*(o for o, k in zip(outs, red.outputs) if k == INDEX))
         return outs
 
     @staticmethod
@@ -70,16 +76,12 @@ class _GenredFn(torch.autograd.Function):
         args, outs = saved[:n], saved[n:]
         needs = ctx.needs_input_grad[2:]
         red = call.reduction
-        if red.kind in _PAIR:
-            g = next((g for g, k in zip(gouts, red.outputs) if k == "value"), None)
-            grads = _selection_backward(call, ctx.backend, args, outs, g, needs)
-        else:
-            grads = _sum_like_backward(call, ctx.backend, args, outs, gouts[0], needs)
-        return (None, None, *grads)
-
-
-def _wrt(args, needs) -> list[int]:
-    return [k for k in range(len(args)) if needs[k] and args[k].is_floating_point()]
+        g = next((g for g, k in zip(gouts, red.outputs) if k == VALUE), None)
+        ks = [k for k in range(n) if needs[k] and args[k].is_floating_point()]
+        if not ks or g is None:
+            return (None, None, *([None] * n))
+        rule = {SUM_LIKE: _sum_like_backward, SELECTED: _selection_backward}[red.spec.grad]
+        return (None, None, *rule(call, ctx.backend, args, outs, g, ks))
 
 
 def _sum_to_shape(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -99,23 +101,22 @@ def _split(t: torch.Tensor, dims: list[int]) -> list[torch.Tensor]:
     return list(torch.split(t, dims, dim=-1))
 
 
-def _sum_like_backward(call: Call, backend: str, args, outs, g, needs) -> list[Optional[torch.Tensor]]:
+def _sum_like_backward(call: Call, backend: str, args, outs, g, ks: list[int]) -> list[Optional[torch.Tensor]]:
     red, n = call.reduction, len(args)
     grads: list[Optional[torch.Tensor]] = [None] * n
-    ks = _wrt(args, needs)
-    if not ks or g is None:
-        return grads
     wrt = [var(k, call.cats[k], args[k].shape[-1]) for k in ks]
     formulas, extras = sum_like_grad_formula(red, wrt, n)
-    ext_args = list(args) + [g]
-    if "L" in extras:
-        if red.kind == "lse":
-            ext_args.append(outs[0])
-        else:  # ssmw: L = LSE_j F, recomputed here so that it stays differentiable
-            ext_args.append(genred(Reduction("lse", red.formula), args, call.cats, call.ni, call.nj,
-                                   call.batch, backend, call.ranges)[0])
-    if "O" in extras:
-        ext_args.append(outs[0])
+
+    def saved(name: str) -> torch.Tensor:
+        if name == "g":
+            return g
+        if name == "output":
+            return outs[0]
+        # LSE_j F, recomputed here so that it stays differentiable
+        return genred(Reduction("lse", red.formula), args, call.cats, call.ni, call.nj, call.batch, backend,
+                      call.ranges)[0]
+
+    ext_args = list(args) + [saved(name) for name in extras]
     ext_cats = list(call.cats) + [CAT_I] * (len(ext_args) - n)
 
     # One reduction over j serves every i-variable and parameter; one over i every j-variable.
@@ -138,15 +139,11 @@ def _sum_like_backward(call: Call, backend: str, args, outs, g, needs) -> list[O
     return grads
 
 
-def _selection_backward(call: Call, backend: str, args, outs, g, needs) -> list[Optional[torch.Tensor]]:
+def _selection_backward(call: Call, backend: str, args, outs, g, ks: list[int]) -> list[Optional[torch.Tensor]]:
     red, n = call.reduction, len(args)
     grads: list[Optional[torch.Tensor]] = [None] * n
-    ks = _wrt(args, needs)
-    if not ks or g is None:
-        return grads
-    _, is_k = SELECTION[red.kind]
-    values, indices = outs
-    K = red.K if is_k else 1
+    _, indices = outs
+    K = red.K if red.spec.k else 1
     B, N = tuple(call.batch), call.ni
     wrt = [var(k, call.cats[k], args[k].shape[-1]) for k in ks]
     pair_cats = [CAT_P if c == CAT_P else CAT_I for c in call.cats] + [CAT_I]

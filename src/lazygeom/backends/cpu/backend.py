@@ -13,12 +13,11 @@ from ...settings import get_config
 from ...formula import CAT_I, CAT_J
 from ..base import Call, range_offsets, row_clusters
 from . import blas_knn, compiler, marginals, pairs
-from .kernel import generate
+from .kernel import TEMPLATES, generate
 
 _SCALARS = {torch.float32: "float", torch.float64: "double"}
 _VBYTES = 32  # bytes of one vec: W = 8 floats or 4 doubles (see lgmath.hpp)
 SERIAL_PAIRS = 1 << 16  # below this many pairs, one thread
-_KINDS = ("sum", "lse", "ssmw", "min_argmin", "max_argmax", "kmin_argkmin")
 
 _ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
              ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -36,11 +35,19 @@ class CpuBackend:
 
     @staticmethod
     def available() -> bool:
+        """Whether a C++ compiler is found."""
         return compiler.find_compiler() is not None
 
     def capability(self, name: str, tensors: Sequence) -> Optional[ModuleType]:
-        """The module of an optional fast path for these (CPU) tensors, or None (see
-        :func:`lazygeom.backends.policy.capability`)."""
+        """The module of an optional fast path for these (CPU) tensors.
+
+        Args:
+            name: the capability (see :func:`lazygeom.backends.policy.capability`).
+            tensors: the tensors it would run on.
+
+        Returns:
+            The module, or None.
+        """
         if name == "pair_sorting":
             return pairs
         if name == "plan_marginals":
@@ -50,7 +57,16 @@ class CpuBackend:
         return None
 
     def supports(self, call: Call, args: Sequence[torch.Tensor]) -> bool:
-        if call.reduction.kind not in _KINDS or not args:
+        """The run kinds of its kernel template, on float32/float64 CPU tensors of one dtype.
+
+        Args:
+            call: the call.
+            args: its arguments.
+
+        Returns:
+            True when it can run the call.
+        """
+        if call.reduction.kind not in TEMPLATES or not args:
             return False
         dtype = args[0].dtype
         if dtype not in _SCALARS or any(a.dtype != dtype or a.device.type != "cpu" for a in args):
@@ -58,8 +74,17 @@ class CpuBackend:
         # float32 lanes carry 32-bit indices
         return dtype == torch.float64 or call.nj < 2**31 - 1024
 
-    def kernel(self, call: Call, dims: tuple[int, ...], dtype: torch.dtype):
-        """The compiled entry point for this call's structure (compiled on first use)."""
+    def kernel(self, call: Call, dims: tuple[int, ...], dtype: torch.dtype) -> ctypes._CFuncPtr:
+        """The compiled entry point for this call's structure (compiled on first use).
+
+        Args:
+            call: the call.
+            dims: its arguments' vector dimensions.
+            dtype: their dtype.
+
+        Returns:
+            The kernel's ``lg_kernel``.
+        """
         cfg = get_config()
         key = (call.reduction.key, call.cats, dims, dtype, call.per_range, cfg.cache_dir)
         fn = self._kernels.get(key)
@@ -72,6 +97,15 @@ class CpuBackend:
         return fn
 
     def run(self, call: Call, args: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Run a call (see :meth:`lazygeom.backends.Backend.run`).
+
+        Args:
+            call: the call.
+            args: its arguments.
+
+        Returns:
+            Its outputs.
+        """
         knn = blas_knn.match(call)
         if knn is not None:
             return blas_knn.run(call, args, *knn)
@@ -90,9 +124,9 @@ class CpuBackend:
         if call.per_range:
             offsets, total = range_offsets(call)
             rows = (total,)
-        shape = (*rows, red.K, E) if red.kind == "kmin_argkmin" else (*rows, E)
+        shape = (*rows, red.K, E) if red.spec.k else (*rows, E)
         out = torch.empty(shape, dtype=dtype)
-        selection = red.kind in ("min_argmin", "max_argmax", "kmin_argkmin")
+        selection = red.spec.selection
         outk = torch.empty(shape if selection else (0,), dtype=torch.int64)
         ptrs = (ctypes.c_void_p * max(1, len(prepared)))(*[p.data_ptr() for p in prepared])
         sparse = _sparse_layout(call) if call.ranges is not None else ()

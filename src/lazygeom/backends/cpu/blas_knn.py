@@ -1,5 +1,4 @@
-"""K-nearest neighbours through blocked matrix products, for squared distances and inner products
-at larger D.
+"""K-nearest neighbours through blocked matrix products, for squared distances and inner products.
 
 For ``F = |x_i - y_j|^2`` reduced with K-min or min, the generated loop spends a subtraction and a
 multiply-add per pair and coordinate, reloading y for every row. Here, as FAISS does, distances
@@ -18,7 +17,7 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -56,11 +55,20 @@ def _products(f) -> Optional[tuple]:
 
 
 def match(call: Call) -> Optional[tuple[int, int, int]]:
-    """``(i-arg, j-arg, sign)`` when the call is a K-min / min over j at D >= MIN_DIM, without
-    ranges, of ``|x_i - y_j|^2`` (sign 0: written ``sqdist``, ``((x - y) ** 2).sum(-1)``, ...),
-    of ``<x_i, y_j>`` (sign 1) or of ``-<x_i, y_j>`` (sign -1: the largest inner products)."""
+    """Whether the fused kernel runs this call.
+
+    It does for a K-min / min over j at D >= MIN_DIM, without ranges, of ``|x_i - y_j|^2`` (sign 0:
+    written ``sqdist``, ``((x - y) ** 2).sum(-1)``, ...), of ``<x_i, y_j>`` (sign 1) or of
+    ``-<x_i, y_j>`` (sign -1: the largest inner products).
+
+    Args:
+        call: the call.
+
+    Returns:
+        ``(i-arg, j-arg, sign)``, or None.
+    """
     red = call.reduction
-    if red.kind not in ("kmin_argkmin", "min_argmin") or call.ranges is not None:
+    if not (red.spec.is_run and red.spec.extremum == "min") or call.ranges is not None:
         return None
     f, sign = red.formula, 1
     if f.op == "neg":
@@ -76,8 +84,20 @@ def match(call: Call) -> Optional[tuple[int, int, int]]:
     return None if found is None else (*found, sign)
 
 
-def run(call: Call, args, ix: int, iy: int, sign: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outputs in the backend layout: ``(*batch, ni, K, 1)`` (K-min) or ``(*batch, ni, 1)`` (min)."""
+def run(call: Call, args: Sequence[torch.Tensor], ix: int, iy: int, sign: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run a call that :func:`match` accepted.
+
+    Args:
+        call: the call.
+        args: its arguments.
+        ix: the i-argument.
+        iy: the j-argument.
+        sign: 0 for squared distances, 1 for inner products, -1 for their opposites.
+
+    Returns:
+        Values and indices in the backend layout: ``(*batch, ni, K, 1)`` (K-min) or
+        ``(*batch, ni, 1)`` (min).
+    """
     K = call.reduction.K
     batch = tuple(call.batch)
     x = args[ix].expand(*batch, call.ni, args[ix].shape[-1]).reshape(-1, call.ni, args[ix].shape[-1])
@@ -85,7 +105,7 @@ def run(call: Call, args, ix: int, iy: int, sign: int) -> tuple[torch.Tensor, to
     vals, idx = zip(*(_knn(xb, yb, K, sign) for xb, yb in zip(x, y)))
     vals = torch.stack(vals).reshape(*batch, call.ni, K, 1)
     idx = torch.stack(idx).reshape(*batch, call.ni, K, 1)
-    if call.reduction.kind == "min_argmin":
+    if not call.reduction.spec.k:
         return vals[..., 0, :], idx[..., 0, :]
     return vals, idx
 

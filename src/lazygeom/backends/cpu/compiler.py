@@ -64,6 +64,19 @@ def isa_fingerprint() -> str:
 
 
 def cache_key(source: str, scalar: str, cxx: str) -> str:
+    """The name of a compiled kernel in the cache.
+
+    It changes with anything that changes the binary: the source, the scalar type, the header,
+    the compiler and its version, the flags and the machine's instruction set.
+
+    Args:
+        source: the C++ source.
+        scalar: ``"float"`` or ``"double"``.
+        cxx: the compiler.
+
+    Returns:
+        32 hexadecimal digits.
+    """
     h = hashlib.sha256()
     for part in (source, scalar, HEADER.read_text(), cxx, _compiler_version(cxx), " ".join(FLAGS), isa_fingerprint()):
         h.update(part.encode())
@@ -72,7 +85,20 @@ def cache_key(source: str, scalar: str, cxx: str) -> str:
 
 
 def build(source: str, scalar: str, cache_dir: str, verbose: bool = False) -> Path:
-    """The path of the compiled shared library for ``source``, compiling it if needed."""
+    """The path of the compiled shared library for ``source``, compiling it if needed.
+
+    Args:
+        source: the C++ source.
+        scalar: ``"float"`` or ``"double"``.
+        cache_dir: the cache folder.
+        verbose: print the compilations.
+
+    Returns:
+        The library's path.
+
+    Raises:
+        CompilationError: the compiler failed (its output is in the error).
+    """
     cxx = find_compiler()
     if cxx is None:  # pragma: no cover - the caller checks first
         raise CompilationError("<none>", [], "no C++ compiler found ($CXX, g++, clang++)")
@@ -91,7 +117,8 @@ def build(source: str, scalar: str, cache_dir: str, verbose: bool = False) -> Pa
         tmp_src.write_text(source)
         os.replace(tmp_src, src)
         tmp_lib = folder / f"lg_{key}.{os.getpid()}.tmp.so"
-        cmd = [cxx, *FLAGS, f"-DLG_DOUBLE={int(scalar == 'double')}", f"-I{HEADER.parent}", str(src), "-o", str(tmp_lib)]
+        cmd = [cxx, *FLAGS, f"-DLG_DOUBLE={int(scalar == 'double')}", f"-I{HEADER.parent}", str(src),
+               "-o", str(tmp_lib)]
         if verbose:
             print(f"[lazygeom] compiling {src}")
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -107,8 +134,18 @@ _LIBRARIES: dict = {}
 
 def load_source(source_file: Path, scalar: str, cache_dir: str, verbose: bool,
                 signatures: dict[str, tuple[list, object]]) -> ctypes.CDLL:
-    """A fixed C++ source of the package (not generated), compiled once per scalar type and cache
-    folder and loaded, with ``signatures``: ``{function: (argtypes, restype)}``."""
+    """A fixed C++ source of the package (not generated), compiled once per scalar type and cache folder.
+
+    Args:
+        source_file: the source.
+        scalar: ``"float"`` or ``"double"``.
+        cache_dir: the cache folder.
+        verbose: print the compilations.
+        signatures: ``{function: (argtypes, restype)}``, set on the loaded functions.
+
+    Returns:
+        The loaded library.
+    """
     key = (str(source_file), scalar, cache_dir)
     lib = _LIBRARIES.get(key)
     if lib is None:
@@ -121,13 +158,27 @@ def load_source(source_file: Path, scalar: str, cache_dir: str, verbose: bool,
 
 
 def cache_entries(cache_dir: str) -> list[Path]:
-    """The compiled kernels in the cache folder."""
+    """The compiled kernels in the cache folder.
+
+    Args:
+        cache_dir: the cache folder.
+
+    Returns:
+        Their paths, sorted.
+    """
     folder = Path(cache_dir)
     return sorted(folder.glob("lg_*.so")) if folder.is_dir() else []
 
 
 def clear_cache(cache_dir: str) -> int:
-    """Delete every cached kernel file; returns the number of files removed."""
+    """Delete every cached kernel file.
+
+    Args:
+        cache_dir: the cache folder.
+
+    Returns:
+        The number of files removed.
+    """
     folder = Path(cache_dir)
     if not folder.is_dir():
         return 0

@@ -12,8 +12,12 @@ padded ``(nb, D, njp)`` with ``njp`` a multiple of W, parameters ``(nb, D)``; ou
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable, NamedTuple, Optional
+
 from ...formula import CAT_I, CAT_J
-from ...reductions import SELECTION, Reduction
+from ...reductions import KindTable, Reduction
+from ..lowering import Components, indent
 from .render import render
 
 TILE = 1024  # j-values per tile; a multiple of every W
@@ -33,7 +37,7 @@ def _parts(**kw) -> dict:
     return {k: kw.get(k, []) for k in keys}
 
 
-def _sum_parts(f, E):
+def _sum_parts(red: Reduction, f: Components, w: Optional[Components], E: int) -> dict:
     return _parts(
         state=[("double", "acc", E, "0")],
         tile_init=[f"vec tacc{e} = bc(0);" for e in range(E)],
@@ -43,7 +47,7 @@ def _sum_parts(f, E):
     )
 
 
-def _lse_parts(red: Reduction, f, w, E):
+def _lse_parts(red: Reduction, f: Components, w: Optional[Components], E: int, ssmw: bool) -> dict:
     """LogSumExp-type reductions in two passes over each tile, one exp per pair.
 
     Pass 1 stores the (masked) scores of the tile in a small buffer and finds their maximum; the
@@ -54,8 +58,10 @@ def _lse_parts(red: Reduction, f, w, E):
     (SumSoftMaxWeight's 0 / 0 is nan by itself).
     """
     G = len(f)  # maximum groups: 1 (scalar F) or E
-    ssmw = red.kind == "ssmw"
-    group = (lambda e: e if G > 1 else 0)
+
+    def group(e: int) -> int:
+        return e if G > 1 else 0
+
     # the sums rescaled with group g: lse -> s_e ; ssmw -> s_g and t_e
     qs: dict[int, list[str]] = {g: [] for g in range(G)}
     if ssmw:
@@ -117,10 +123,10 @@ def _lse_parts(red: Reduction, f, w, E):
     return _parts(state=state, tile_init=tile_init, update=update, mid=mid, pass2=pass2, flush=flush, final=final)
 
 
-def _select_parts(red: Reduction, f, E):
-    which, _ = SELECTION[red.kind]
-    lt = "<" if which == "min" else ">"
-    fill = "LG_INF" if which == "min" else "-LG_INF"
+def _select_parts(red: Reduction, f: Components, w: Optional[Components], E: int) -> dict:
+    smallest = red.spec.extremum == "min"
+    lt = "<" if smallest else ">"
+    fill = "LG_INF" if smallest else "-LG_INF"
     state = [s for e in range(E) for s in (("vec", f"bv{e}", None, f"bc({fill})"), ("ivec", f"bk{e}", None, "ibc(0)"))]
     update = []
     for e in range(E):
@@ -139,7 +145,7 @@ def _select_parts(red: Reduction, f, E):
     return _parts(state=state, update=update, final=final)
 
 
-def _kmin_parts(red: Reduction, f, E):
+def _kmin_parts(red: Reduction, f: Components, w: Optional[Components], E: int) -> dict:
     K = red.K
     state = [s for e in range(E) for s in (("scalar", f"kv{e}", K, "LG_INF"), ("int64_t", f"kk{e}", K, "0"))]
     update = []
@@ -158,14 +164,30 @@ def _kmin_parts(red: Reduction, f, E):
     return _parts(state=state, update=update, final=final)
 
 
-def _ind(lines: list[str], n: int) -> str:
-    return "\n".join(" " * n + s for s in lines)
+class Template(NamedTuple):
+    """A kind's part of the kernel: its parts builder ``(red, f, w, E) -> parts``, and its tile of j."""
+
+    parts: Callable[[Reduction, Components, Optional[Components], int], dict]
+    tile: int
 
 
-def _state(state) -> tuple[list[str], list[str], list[str], list[str]]:
-    """The row state's struct members, its initialisation (on ``S``), and the statements that bind
-    it to the names the parts use (scalars and vectors copied in and back, so that they live in
-    registers during a tile; arrays by reference)."""
+#: per run kind: the reduction-specific parts of the kernel (see the module docstring)
+TEMPLATES: KindTable[Template] = KindTable("the CPU backend", {
+    "sum": Template(_sum_parts, TILE),
+    "lse": Template(partial(_lse_parts, ssmw=False), TILE_LSE),
+    "ssmw": Template(partial(_lse_parts, ssmw=True), TILE_LSE),
+    "min_argmin": Template(_select_parts, TILE),
+    "max_argmax": Template(_select_parts, TILE),
+    "kmin_argkmin": Template(_kmin_parts, TILE),
+})
+
+
+def _state(state: list[tuple]) -> tuple[list[str], list[str], list[str], list[str]]:
+    """The row state's struct members, its initialisation (on ``S``), and its binding.
+
+    The binding statements give the state the names the parts use: scalars and vectors are copied
+    in and back, so that they live in registers during a tile; arrays are bound by reference.
+    """
     members, init, bind, unbind = [], [], [], []
     for ctype, name, n, value in state:
         if n is None:
@@ -181,32 +203,30 @@ def _state(state) -> tuple[list[str], list[str], list[str], list[str]]:
 
 
 def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...], per_range: bool = False) -> str:
-    """The C++ source of one kernel (without the scalar type, set by -DLG_SCALAR).
+    """The C++ source of one kernel.
 
     Rows are processed in blocks of up to ``RB`` that share their ranges: each tile of j is loaded
     once into the cache and used by every row of the block, whose states persist across tiles.
     (Row after row, each row would stream every j-variable from L3 or memory: at D = 3 with a
     3-vector weight this bandwidth, not arithmetic, was the bound.)
 
-    ``per_range``: one result per (row, listed range) instead of per row: the state is reset at
-    every range and written at ``out_offset[row] + r`` (see :class:`lazygeom.backends.Call`).
+    Args:
+        red: the reduction (a run kind).
+        cats: the categories of its arguments.
+        dims: their vector dimensions.
+        per_range: one result per (row, listed range) instead of per row: the state is reset at
+            every range and written at ``out_offset[row] + r`` (see :class:`lazygeom.backends.Call`).
+
+    Returns:
+        The C++ source (the scalar type is set at compilation, ``-DLG_DOUBLE``).
+
+    Raises:
+        NotImplementedError: for a kind the CPU backend runs as its run kind (``KindSpec.run``).
     """
-    formulas = list(red.formulas)
-    hoisted, body, outs = render(formulas)
-    f = outs[0]
-    w = outs[1] if len(outs) > 1 else None
-    E = red.out_dim
-    if red.kind == "sum":
-        parts = _sum_parts(f, E)
-    elif red.kind in ("lse", "ssmw"):
-        parts = _lse_parts(red, f, w, E)
-    elif red.kind in ("min_argmin", "max_argmax"):
-        parts = _select_parts(red, f, E)
-    elif red.kind == "kmin_argkmin":
-        parts = _kmin_parts(red, f, E)
-    else:
-        raise NotImplementedError(f"the CPU backend runs {red.kind!r} through its pair kind")
-    tile = TILE_LSE if red.kind in ("lse", "ssmw") else TILE
+    template = TEMPLATES.hook(red.kind)
+    hoisted, body, outs = render(list(red.formulas))
+    parts = template.parts(red, outs[0], outs[1] if len(outs) > 1 else None, red.out_dim)
+    tile = template.tile
     tile_init, update, mid, pass2, flush, final = (parts[k] for k in
                                                    ("tile_init", "update", "mid", "pass2", "flush", "final"))
     members, init, bind, unbind = _state(parts["state"])
@@ -221,16 +241,16 @@ def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...], per_r
     second = ""
     if pass2:
         second = f"""{{
-{_ind(mid, 10)}
+{indent(mid, 10)}
           for (int64_t j = j0; j < j1; j += W) {{
-{_ind(pass2, 12)}
+{indent(pass2, 12)}
           }}
         }}"""
     return f"""// generated by lazygeom: {red.kind} over j
 #include "lgmath.hpp"
 
 struct St {{
-{_ind(members or ["char unused;"], 2)}
+{indent(members or ["char unused;"], 2)}
 }};
 // rows per block: a block's states stay within 16 KiB
 constexpr int64_t RB = sizeof(St) * 32 <= 16384 ? 32 : (16384 / sizeof(St) > 0 ? 16384 / sizeof(St) : 1);
@@ -262,9 +282,9 @@ extern "C" int lg_kernel(int64_t nb, int64_t ni, int64_t nj, int64_t njp, const 
         jr = redranges + 2 * r0;
         nr = c < 0 ? 0 : slices[c] - r0;
       }}
-{_ind(run_init, 6)}
+{indent(run_init, 6)}
       for (int64_t r = 0; r < nr; ++r) {{
-{_ind(range_init, 8)}
+{indent(range_init, 8)}
         for (int64_t j0 = jr[2 * r]; j0 < jr[2 * r + 1]; j0 += {tile}) {{
           const int64_t j1 = j0 + {tile} < jr[2 * r + 1] ? j0 + {tile} : jr[2 * r + 1];
           // full vectors need no mask (the constant mask folds away); the last one is masked
@@ -273,29 +293,29 @@ extern "C" int lg_kernel(int64_t nb, int64_t ni, int64_t nj, int64_t njp, const 
             const int64_t i = row % ni;
             (void)i;
             St& S = st[row - s0];
-{_ind(_ptrs(cats, dims), 12)}
-{_ind(hoisted, 12)}
-{_ind(bind, 12)}
-{_ind(tile_init, 12)}
+{indent(_ptrs(cats, dims), 12)}
+{indent(hoisted, 12)}
+{indent(bind, 12)}
+{indent(tile_init, 12)}
             for (int64_t j = j0; j < jfull; j += W) {{
               const ivec valid = ibc(-1);
-{_ind(body, 14)}
-{_ind(update, 14)}
+{indent(body, 14)}
+{indent(update, 14)}
             }}
             if (jfull < j1) {{
               const int64_t j = jfull;
               const ivec valid = (ibc((iscalar)(j - j1)) + lane) < 0;
-{_ind(body, 14)}
-{_ind(update, 14)}
+{indent(body, 14)}
+{indent(update, 14)}
             }}
             {second}
-{_ind(flush, 12)}
-{_ind(unbind, 12)}
+{indent(flush, 12)}
+{indent(unbind, 12)}
           }}
         }}
-{_ind(range_final, 8)}
+{indent(range_final, 8)}
       }}
-{_ind(run_final, 6)}
+{indent(run_final, 6)}
     }}
   }}
   return 0;

@@ -46,7 +46,15 @@ def _signature(c_scalar) -> dict:
 
 
 def supported(x: torch.Tensor, y: torch.Tensor) -> bool:
-    """Whether the compiled pass applies to these ``(n, D)`` / ``(m, D)`` points."""
+    """Whether the compiled pass applies to these points.
+
+    Args:
+        x: ``(n, D)`` points.
+        y: ``(m, D)`` points.
+
+    Returns:
+        True for CPU float32/float64 points of one dtype and D <= MAX_DIM, with a compiler.
+    """
     return (x.device.type == "cpu" and y.device.type == "cpu" and x.dtype in _SCALARS and y.dtype == x.dtype
             and 1 <= x.shape[-1] <= MAX_DIM and compiler.find_compiler() is not None)
 
@@ -58,9 +66,12 @@ def plan_marginals(blocks: PairBlocks, x: torch.Tensor, U: torch.Tensor, A: torc
 
     Args:
         blocks: the pairs (:class:`PairBlocks`).
-        x, y: ``(n, D)``, ``(m, D)`` points (no autograd).
-        U, V: ``(n,)``, ``(m,)`` the potentials divided by ε.
-        A, B: ``(n,)``, ``(m,)`` the weights.
+        x: ``(n, D)`` points (no autograd).
+        U: ``(n,)`` the potentials of x divided by ε.
+        A: ``(n,)`` the weights of x.
+        y: ``(m, D)`` points (no autograd).
+        V: ``(m,)`` the potentials of y divided by ε.
+        B: ``(m,)`` the weights of y.
         p: 1 (C = |x − y|) or 2 (C = |x − y|²/2).
         eps: the temperature ε.
         floor_z: a row skips a column node where its exponents are provably below this
@@ -104,9 +115,9 @@ def plan_marginals(blocks: PairBlocks, x: torch.Tensor, U: torch.Tensor, A: torc
     lo, hi, vm, xc, Uc, Ac, yTc, Vc, Bc = flt
     coef = 1.0 / eps if p == 1 else 0.5 / eps
     rc = lib.lg_plan_marginals(D, p, _GRADS.index(grad), args[0].shape[0], args[0].data_ptr(), args[1].data_ptr(),
-                               args[2].data_ptr(), args[3].data_ptr(), lo.data_ptr(), hi.data_ptr(), vm.data_ptr(), xc.data_ptr(),
-                               Uc.data_ptr(), Ac.data_ptr(), yTc.data_ptr(), mp, Vc.data_ptr(), Bc.data_ptr(),
-                               coef, floor_z, mode, R.data_ptr(), S.data_ptr(), m, threads)
+                               args[2].data_ptr(), args[3].data_ptr(), lo.data_ptr(), hi.data_ptr(), vm.data_ptr(),
+                               xc.data_ptr(), Uc.data_ptr(), Ac.data_ptr(), yTc.data_ptr(), mp, Vc.data_ptr(),
+                               Bc.data_ptr(), coef, floor_z, mode, R.data_ptr(), S.data_ptr(), m, threads)
     if rc != 0:  # pragma: no cover - guarded by supported()
         raise RuntimeError(f"plan_marginals: no compiled instance for D={D}")
     if KR == 1:

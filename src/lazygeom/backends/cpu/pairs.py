@@ -48,9 +48,20 @@ BITMAP_CELLS = 1 << 25
 
 def sort_pairs(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, unique: bool,
                n_cols: Optional[int] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """The pairs sorted by row then column (repeats dropped if ``unique``). Pairs already in
-    order come back as they are. ``n_cols`` (a bound on the columns, when known) lets a unique
-    sort of a small grid go through a bitmap.
+    """The pairs sorted by row then column (repeats dropped if ``unique``).
+
+    Pairs already in order come back as they are.
+
+    Args:
+        rows: ``(n,)`` the pairs' rows.
+        cols: ``(n,)`` their columns.
+        n_rows: a bound on the rows.
+        unique: drop repeated pairs.
+        n_cols: a bound on the columns, when known: a unique sort of a small grid then goes
+            through a bitmap.
+
+    Returns:
+        ``(rows, cols)`` sorted, or None where the compiled library does not apply.
 
     Raises:
         ValueError: pairs to sort whose rows (or columns, given ``n_cols``) are out of range.
@@ -78,8 +89,19 @@ def sort_pairs(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, unique: bool
 
 def pair_slices(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
                 merge: bool, presorted: bool) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """``(slices, redranges)`` of the pairs, sorted first unless ``presorted`` (see
-    :func:`lazygeom.cluster.pair_slices`)."""
+    """The block-sparse lists of the pairs (see :func:`lazygeom.cluster.pair_slices`).
+
+    Args:
+        ranges_rows: ``(C, 2)`` the rows of each row cluster.
+        ranges_cols: ``(C', 2)`` the columns of each column cluster.
+        rows: ``(n,)`` the pairs' row clusters.
+        cols: ``(n,)`` their column clusters.
+        merge: merge adjacent column ranges.
+        presorted: the pairs are sorted already (else they are sorted first).
+
+    Returns:
+        ``(slices, redranges)``, or None where the compiled library does not apply.
+    """
     lib = _lib(ranges_rows, ranges_cols, rows, cols)
     if lib is None:
         return None
@@ -98,9 +120,21 @@ def pair_slices(ranges_rows: torch.Tensor, ranges_cols: torch.Tensor, rows: torc
 
 def kept_results(start: torch.Tensor, counts: torch.Tensor, offsets: torch.Tensor, J: torch.Tensor,
                  keep: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """``(row, J)`` of the kept results of a per-range reduction (see
-    :func:`lazygeom.ot.truncation.block_pairs`): row r's results sit at ``offsets[r] + t`` and
-    name the column nodes ``J[start[r] + t]``, t < ``counts[r]``."""
+    """The kept results of a per-range reduction (see :func:`lazygeom.ot.truncation.block_pairs`).
+
+    Row r's results sit at ``offsets[r] + t`` and name the column nodes ``J[start[r] + t]``, for
+    t < ``counts[r]``.
+
+    Args:
+        start: per row, where its column nodes start in ``J``.
+        counts: per row, its number of results.
+        offsets: per row, where its results start.
+        J: the column nodes.
+        keep: per result, whether it is kept.
+
+    Returns:
+        ``(row, J)`` of each kept result, or None where the compiled library does not apply.
+    """
     lib = _lib(start, counts, offsets, J, keep)
     if lib is None:
         return None

@@ -1,5 +1,4 @@
-"""Compile generated kernels for a given NVIDIA architecture without a GPU, and read their
-register use.
+"""Compile generated kernels for a given NVIDIA architecture without a GPU, and read their register use.
 
 Triton's wheel ships ``ptxas``, so PTX and cubins for, say, sm_90 can be produced on any Linux
 machine. The tests use this to put every snippet through Triton's compiler, which checks types,
@@ -16,6 +15,7 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,8 +28,8 @@ _PTR = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32",
 
 def compile_kernel(call: Call, dims: tuple[int, ...], dtype: torch.dtype, *, arch: int = 90,
                    sparse: bool = False, constant_nj: bool = False, block_i: int = 64, block_j: int = 32,
-                   num_warps: int = 4, dot_terms: bool = False):
-    """The compiled kernel of ``call`` (a ``triton.compiler.CompiledKernel``; ``.asm["ptx"]``).
+                   num_warps: int = 4, dot_terms: bool = False) -> Any:
+    """The compiled kernel of ``call``.
 
     Args:
         call: the reduction (sizes are irrelevant, except ``constant_nj``).
@@ -38,7 +38,16 @@ def compile_kernel(call: Call, dims: tuple[int, ...], dtype: torch.dtype, *, arc
         arch: the compute capability (90: H100).
         sparse: compile the block-sparse variant.
         constant_nj: compile the variant Triton makes when nj == 1 (a compile-time constant).
+        block_i: the tile's rows.
+        block_j: the tile's columns.
+        num_warps: the warps per program.
         dot_terms: compute dot-shaped terms with ``tl.dot`` (see :mod:`.dot`).
+
+    Returns:
+        A ``triton.compiler.CompiledKernel`` (its PTX in ``.asm["ptx"]``).
+
+    Raises:
+        RuntimeError: in a process where Triton interprets kernels.
     """
     import triton
     import triton.language as tl
@@ -61,8 +70,16 @@ def compile_kernel(call: Call, dims: tuple[int, ...], dtype: torch.dtype, *, arc
                           target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
 
-def resource_usage(compiled, arch: int = 90) -> dict:
-    """``{"registers": ..., "spill_bytes": ...}`` of a compiled kernel, from ``ptxas -v``."""
+def resource_usage(compiled: Any, arch: int = 90) -> dict:
+    """The registers and spills of a compiled kernel, from ``ptxas -v``.
+
+    Args:
+        compiled: a kernel from :func:`compile_kernel`.
+        arch: its compute capability.
+
+    Returns:
+        ``{"registers": ..., "spill_bytes": ...}``.
+    """
     from triton.backends.nvidia.compiler import get_ptxas
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,11 +29,11 @@ import torch
 
 from ...errors import CompilationError
 from ...formula import CAT_I, CAT_J
-from ...reductions import SELECTION, Reduction
+from ...reductions import Reduction, selection_kind
 from ...settings import get_config
 from ..base import Call
 from . import dot
-from .kernel import KINDS, generate
+from .kernel import TEMPLATES, generate
 
 #: compute dtype (tiles) and accumulation dtype (row sums across tiles) per input dtype
 _DTYPES = {
@@ -47,8 +47,10 @@ _INDEX_LIMIT = 2**31 - 2**16  # indices are int32 in registers
 
 
 def interpreting() -> bool:
-    """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET=1``, read at each call
-    as Triton does when it decorates a function)."""
+    """Whether Triton runs kernels in its interpreter.
+
+    ``TRITON_INTERPRET=1`` is read at each call, as Triton does when it decorates a function.
+    """
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
@@ -56,7 +58,8 @@ class TritonBackend:
     """Generated Triton kernels (see the module docstring).
 
     Attributes:
-        block_i, block_j: tile sizes; None picks them from the call (tests set small ones).
+        block_i: the tile's rows; None picks them from the call (tests set small tiles).
+        block_j: the tile's columns; None picks them from the call.
     """
 
     name = "triton"
@@ -72,18 +75,35 @@ class TritonBackend:
         return _triton_installed() and (interpreting() or torch.cuda.is_available())
 
     def supports(self, call: Call, args: Sequence[torch.Tensor]) -> bool:
+        """Whether it runs ``call`` on ``args`` (see :meth:`why_not`).
+
+        Args:
+            call: the call.
+            args: its arguments.
+
+        Returns:
+            True when it can.
+        """
         return self.why_not(call, args) is None
 
     def why_not(self, call: Call, args: Sequence[torch.Tensor]) -> str | None:
-        """None when this backend can run ``call`` on ``args``, else the reason (for errors)."""
+        """Why this backend cannot run ``call`` on ``args`` (for errors).
+
+        Args:
+            call: the call.
+            args: its arguments.
+
+        Returns:
+            None when it can, else the reason.
+        """
         red = call.reduction
-        if red.kind not in KINDS:
-            return f"it runs {KINDS} (the others through their pair kind)"
+        if red.kind not in TEMPLATES:
+            return f"it runs {tuple(TEMPLATES)} (the others through their run kind)"
         if not args:
             return "a reduction without tensor arguments"
         if call.nj >= _INDEX_LIMIT:
             return f"at most {_INDEX_LIMIT} reduced indices (int32 in registers), got {call.nj}"
-        if red.kind == "kmin_argkmin" and red.K > MAX_K:
+        if red.spec.k and red.K > MAX_K:
             return f"K-min keeps its lists in registers: K <= {MAX_K}, got {red.K}"
         dtype, device = args[0].dtype, args[0].device
         if dtype not in _DTYPES or any(a.dtype != dtype or a.device != device for a in args):
@@ -98,7 +118,16 @@ class TritonBackend:
     # --- kernels -------------------------------------------------------------------------------
 
     def module(self, call: Call, dims: tuple[int, ...], dot_terms: bool = False) -> ModuleType:
-        """The imported kernel module for this call's structure (generated on first use)."""
+        """The imported kernel module for this call's structure (generated on first use).
+
+        Args:
+            call: the call.
+            dims: its arguments' vector dimensions.
+            dot_terms: compute dot-shaped terms with ``tl.dot`` (see :mod:`.dot`).
+
+        Returns:
+            The module; its entry point is ``lg_kernel``.
+        """
         cfg = get_config()
         key = (call.reduction.key, call.cats, dims, dot_terms, interpreting(), cfg.cache_dir)
         mod = self._modules.get(key)
@@ -113,10 +142,22 @@ class TritonBackend:
 
     def tiles(self, call: Call, dims: tuple[int, ...], dtype: torch.dtype,
               dot_terms: bool = False) -> tuple[int, int, int]:
-        """(BLOCK_I, BLOCK_J, num_warps). Not timed on a GPU yet: chosen so that ptxas (sm_90)
-        reports no register spills for Gaussian sums, LogSumExp and K-min at D = 3 (about 16 tile
-        elements per thread) and for the kNN kernel on tl.dot tiles at D = 64, K = 10 (+8 extra);
-        smaller tiles when many components are live."""
+        """The tile sizes and warps of a launch.
+
+        Not timed on a GPU yet: chosen so that ptxas (sm_90) reports no register spills for
+        Gaussian sums, LogSumExp and K-min at D = 3 (about 16 tile elements per thread) and for the
+        kNN kernel on tl.dot tiles at D = 64, K = 10 (+8 extra); smaller tiles when many components
+        are live.
+
+        Args:
+            call: the call.
+            dims: its arguments' vector dimensions.
+            dtype: their dtype.
+            dot_terms: the kernel computes dot-shaped terms with ``tl.dot``.
+
+        Returns:
+            ``(BLOCK_I, BLOCK_J, num_warps)``.
+        """
         if interpreting():
             bi, bj, warps = 32, 32, 1  # the interpreter's cost is per operation: few, large tiles
         elif dot_terms:
@@ -133,6 +174,15 @@ class TritonBackend:
     # --- running -------------------------------------------------------------------------------
 
     def run(self, call: Call, args: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Run a call (see :meth:`lazygeom.backends.Backend.run`).
+
+        Args:
+            call: the call.
+            args: its arguments (CPU tensors are copied to the GPU and back, or interpreted).
+
+        Returns:
+            Its outputs.
+        """
         device = args[0].device
         if device.type == "cpu" and not interpreting():
             outs = self.run(call, [a.cuda() for a in args])
@@ -143,20 +193,24 @@ class TritonBackend:
         return self._launch(call, args)
 
     def _run_knn(self, call: Call, args, ix: int, iy: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """K-min / min of ``|x_i - y_j|^2`` at larger D: ``tl.dot`` tiles on centred data keep
-        ``dot.EXTRA`` more candidates, re-ranked with exact distances (see :mod:`.dot`)."""
+        """K-min / min of ``|x_i - y_j|^2`` at larger D.
+
+        ``tl.dot`` tiles on centred data keep ``dot.EXTRA`` more candidates, re-ranked with exact
+        distances (see :mod:`.dot`).
+        """
         red, dtype = call.reduction, args[0].dtype
         work = torch.float64 if dtype == torch.float64 else torch.float32
-        K = red.K if red.kind == "kmin_argkmin" else 1
+        K = red.K if red.spec.k else 1
         kc = min(K + dot.EXTRA, call.nj)
-        sub = Call(Reduction("kmin_argkmin", red.formula, K=kc), call.cats, call.ni, call.nj, call.batch, call.ranges)
+        kmin = selection_kind("min", k=True).name
+        sub = Call(Reduction(kmin, red.formula, K=kc), call.cats, call.ni, call.nj, call.batch, call.ranges)
         vals, idx = self._launch(sub, dot.centred([a.to(work) for a in args], ix, iy), dot_terms=True)
         batch = tuple(call.batch)
         nb, D = (math.prod(batch) if batch else 1), args[ix].shape[-1]
         x = args[ix].to(work).expand(*batch, call.ni, D).reshape(nb, call.ni, D)
         y = args[iy].to(work).expand(*batch, call.nj, D).reshape(nb, call.nj, D)
         v, k = dot.rerank(x, y, vals.reshape(nb, call.ni, kc), idx.reshape(nb, call.ni, kc), K)
-        shape = (*batch, call.ni, K, 1) if red.kind == "kmin_argkmin" else (*batch, call.ni, 1)
+        shape = (*batch, call.ni, K, 1) if red.spec.k else (*batch, call.ni, 1)
         return v.to(dtype).reshape(shape), k.reshape(shape)
 
     def _launch(self, call: Call, args, dot_terms: bool = False) -> tuple[torch.Tensor, ...]:
@@ -167,12 +221,11 @@ class TritonBackend:
         nb = math.prod(batch) if batch else 1
         prepared = [_layout(a, c, batch, nb, call.ni, call.nj) for a, c in zip(args, call.cats)]
         E, K = red.out_dim, red.K
-        is_k = red.kind == "kmin_argkmin"
-        selection = red.kind in SELECTION
-        shape = (nb, call.ni, K, E) if is_k else (nb, call.ni, E)
+        selection = red.spec.selection
+        shape = (nb, call.ni, K, E) if red.spec.k else (nb, call.ni, E)
         sparse = call.ranges is not None
         if sparse:  # rows outside every cluster are never visited: the empty reduction's value
-            out = _empty_values(red.kind, shape, dtype, device)
+            out = torch.full(shape, red.spec.empty, dtype=dtype, device=device)
         else:
             out = torch.empty(shape, dtype=dtype, device=device)
         outk = torch.zeros(shape if selection else (1,), dtype=torch.int64, device=device)
@@ -213,11 +266,28 @@ def _triton_installed() -> bool:
 
 
 def triton_cdiv(a: int, b: int) -> int:
+    """The number of blocks of ``b`` that cover ``a``.
+
+    Args:
+        a: the size.
+        b: the block.
+
+    Returns:
+        ``ceil(a / b)``.
+    """
     return -(-a // b)
 
 
 def write_source(source: str, folder: Path) -> Path:
-    """Write ``source`` to ``folder/lgt_<hash>.py`` (atomically; an existing file is reused)."""
+    """Write ``source`` to ``folder/lgt_<hash>.py`` (atomically; an existing file is reused).
+
+    Args:
+        source: a kernel module's source.
+        folder: the folder.
+
+    Returns:
+        The file's path.
+    """
     digest = hashlib.blake2b(source.encode(), digest_size=16).hexdigest()
     path = folder / f"lgt_{digest}.py"
     if not path.exists():
@@ -241,15 +311,11 @@ def _import(path: Path) -> ModuleType:
     return mod
 
 
-def _empty_values(kind: str, shape, dtype, device) -> torch.Tensor:
-    """The value of a reduction over nothing (as the reference backend gives it)."""
-    fill = {"sum": 0.0, "lse": -math.inf, "ssmw": math.nan, "max_argmax": -math.inf}.get(kind, math.inf)
-    return torch.full(shape, fill, dtype=dtype, device=device)
-
-
 def _sparse_layout(call: Call, block: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Blocks of at most ``block`` rows of one i-cluster, ``(start, end, cluster)`` int64 triples,
-    with the clusters' slices and j-ranges (pykeops' layout)."""
+    """Blocks of at most ``block`` rows of one i-cluster, with the clusters' slices and j-ranges.
+
+    The blocks are ``(start, end, cluster)`` int64 triples; slices and ranges in pykeops' layout.
+    """
     ranges_i, slices_i, redranges_j = (r.to(device=device, dtype=torch.int64) for r in call.ranges[:3])
     lens = (ranges_i[:, 1] - ranges_i[:, 0]).clamp(min=0)
     per = (lens + block - 1) // block

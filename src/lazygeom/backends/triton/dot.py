@@ -22,7 +22,7 @@ the expansion's error would reach their results.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -45,8 +45,16 @@ class DotTerm:
     squared: bool
 
 
-def find_terms(formulas, min_dim: int = MIN_DIM) -> list[DotTerm]:
-    """The dot-shaped terms of ``formulas`` between an i- and a j-variable of dimension >= min_dim."""
+def find_terms(formulas: Sequence[Node], min_dim: int = MIN_DIM) -> list[DotTerm]:
+    """The dot-shaped terms of formulas.
+
+    Args:
+        formulas: the formulas.
+        min_dim: the least dimension of the variables.
+
+    Returns:
+        The terms ``<x, y>`` and ``|x - y|^2`` between an i- and a j-variable of dimension >= min_dim.
+    """
     terms = []
     for n in walk_many(formulas):
         if n.op != "dot":
@@ -64,8 +72,15 @@ def find_terms(formulas, min_dim: int = MIN_DIM) -> list[DotTerm]:
 
 
 def render_terms(terms: list[DotTerm]) -> tuple[list[str], list[str], dict[int, str]]:
-    """``(hoisted, loop, names)``: statements before and inside the j loop, and the tile name of
-    each term's node (for :func:`.render.render`)."""
+    """The Triton statements of dot-shaped terms.
+
+    Args:
+        terms: the terms.
+
+    Returns:
+        ``(hoisted, loop, names)``: statements before and inside the j loop, and the tile name of
+        each term's node (for :func:`.render.render`).
+    """
     hoisted, loop, names = [], [], {}
     for k, t in enumerate(terms):
         dp = max(16, 1 << (t.dim - 1).bit_length())
@@ -88,13 +103,30 @@ def render_terms(terms: list[DotTerm]) -> tuple[list[str], list[str], dict[int, 
 
 
 def precision(dtype: torch.dtype) -> str:
+    """The ``input_precision`` of ``tl.dot`` for a dtype (see the module docstring).
+
+    Args:
+        dtype: the dtype of the data.
+
+    Returns:
+        ``"ieee"`` for float64, ``"tf32x3"`` otherwise.
+    """
     return "ieee" if dtype == torch.float64 else "tf32x3"
 
 
 def match_knn(call: Call, dims: tuple[int, ...]) -> Optional[tuple[int, int]]:
-    """``(i-arg, j-arg)`` when the call is a K-min or min of exactly ``|x_i - y_j|^2`` at D >= MIN_DIM."""
+    """Whether the call is a kNN that ``tl.dot`` tiles run.
+
+    Args:
+        call: the call.
+        dims: its arguments' vector dimensions.
+
+    Returns:
+        ``(i-arg, j-arg)`` when the call is a K-min or min of exactly ``|x_i - y_j|^2`` at
+        D >= MIN_DIM, else None.
+    """
     red = call.reduction
-    if red.kind not in ("kmin_argkmin", "min_argmin"):
+    if not (red.spec.is_run and red.spec.extremum == "min"):
         return None
     terms = find_terms([red.formula])
     if len(terms) != 1 or terms[0].node is not red.formula or not terms[0].squared:
@@ -102,20 +134,35 @@ def match_knn(call: Call, dims: tuple[int, ...]) -> Optional[tuple[int, int]]:
     return terms[0].x, terms[0].y
 
 
-def centred(args, ix: int, iy: int) -> list[torch.Tensor]:
-    """The arguments with x and y translated by the mean of y (per batch entry)."""
+def centred(args: Sequence[torch.Tensor], ix: int, iy: int) -> list[torch.Tensor]:
+    """The arguments with x and y translated by the mean of y (per batch entry).
+
+    Args:
+        args: the arguments.
+        ix: the argument x.
+        iy: the argument y.
+
+    Returns:
+        The arguments, x and y centred.
+    """
     c = args[iy].mean(-2, keepdim=True)
     out = list(args)
     out[ix], out[iy] = args[ix] - c, args[iy] - c
     return out
 
 
-def rerank(x: torch.Tensor, y: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, K: int):
+def rerank(x: torch.Tensor, y: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor,
+           K: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact distances of the candidates, sorted by (value, index); the K best.
 
     Args:
-        x: ``(nb, ni, D)``; y: ``(nb, nj, D)``; vals, idx: ``(nb, ni, Kc)`` candidates (approximate
-        values; +inf marks a slot that found no column, which stays +inf with index 0).
+        x: ``(nb, ni, D)`` points.
+        y: ``(nb, nj, D)`` points.
+        vals: ``(nb, ni, Kc)`` the candidates' approximate values; +inf marks a slot that found no
+            column, which stays +inf with index 0.
+        idx: ``(nb, ni, Kc)`` the candidates' columns.
+        K: how many to keep.
+
     Returns:
         ``(values, indices)`` of shape ``(nb, ni, K)``.
     """

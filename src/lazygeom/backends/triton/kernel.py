@@ -24,14 +24,15 @@ Layouts (prepared by :mod:`.backend`): i-variables ``(nb, D, ni)``, j-variables 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import Callable, Optional
 
 from ...formula import CAT_I, CAT_J
-from ...reductions import SELECTION, Reduction
+from ...reductions import KindTable, Reduction
+from ..lowering import Components, indent
 from .dot import find_terms, render_terms
 from .render import render
-
-KINDS = ("sum", "lse", "ssmw", "min_argmin", "max_argmax", "kmin_argkmin")
 
 _LGMATH = Path(__file__).with_name("lgmath.py")
 
@@ -49,7 +50,7 @@ def _store(e: int, E: int, value: str, p: int | None = None, K: int = 1, out: st
     return f"tl.store({out} + {off}, ({value}).to({out}.dtype.element_ty), mask=rmask)"
 
 
-def _sum_parts(f, E):
+def _sum_parts(red: Reduction, f: Components, w: Optional[Components], E: int) -> dict:
     return _parts(
         init=[f"acc{e} = tl.zeros([BLOCK_I], ACC)" for e in range(E)],
         update=[f"acc{e} += tl.sum(tl.where(jmask, {_bt(f[e])}, 0.0), 1).to(ACC)" for e in range(E)],
@@ -57,15 +58,43 @@ def _sum_parts(f, E):
     )
 
 
-def _lse_parts(red: Reduction, f, w, E):
-    """Streaming maximum per group (one group for a scalar F, else one per component): the row's
-    maximum M moves up to the tile's, the sums are rescaled once per tile by exp(M_old - M_new),
-    and the tile adds exp(F - M) <= 1. A row whose scores are all -inf keeps a zero shift, so that
-    exp gives 0, not nan (as the reference backend)."""
-    G = len(f)
-    ssmw = red.kind == "ssmw"
+def _running(v: str, k: str, fill: str) -> list[str]:
+    """A running value per row, starting at ``fill``, and its index."""
+    return [f"{v} = tl.full([BLOCK_I], {fill}, CT)", f"{k} = tl.zeros([BLOCK_I], tl.int32)"]
 
-    def g_of(e):
+
+def _masked(F: str, f: Components, e: int, fill: str) -> str:
+    """Tile ``F``: component ``e`` of the formula (or its only one) on valid columns, else ``fill``."""
+    return f"{F} = tl.where(jmask, {_bt(f[e] if len(f) > 1 else f[0])}, {fill})"
+
+
+def _first_column(F: str, tv: str) -> str:
+    """The first column of each row of tile ``F`` that holds the row's value ``tv``."""
+    return f"tl.min(tl.where({F} == {tv}[:, None], cidx, BIG_INDEX), 1)"
+
+
+def _shift(f: Components, g: int) -> list[str]:
+    """Group ``g``'s tile of scores, its row maximum moved up to the tile's, and the factors."""
+    return [
+        _masked(f"F{g}", f, g, "-INF"),
+        f"mn{g} = tl.maximum(m{g}, tl.max(F{g}, 1))",
+        f"sh{g} = tl.where(tl.abs(mn{g}) < INF, mn{g}, 0.0)",
+        f"sc{g} = tl.exp(m{g} - sh{g}).to(ACC)",
+        f"P{g} = tl.exp(F{g} - sh{g}[:, None])",
+        f"m{g} = mn{g}",
+    ]
+
+
+def _lse_parts(red: Reduction, f: Components, w: Optional[Components], E: int, ssmw: bool) -> dict:
+    """Streaming maximum per group (one group for a scalar F, else one per component).
+
+    The row's maximum M moves up to the tile's, the sums are rescaled once per tile by
+    exp(M_old - M_new), and the tile adds exp(F - M) <= 1. A row whose scores are all -inf keeps a
+    zero shift, so that exp gives 0, not nan (as the reference backend).
+    """
+    G = len(f)
+
+    def g_of(e: int) -> int:
         return e if G > 1 else 0
 
     init = [f"m{g} = tl.full([BLOCK_I], -INF, CT)" for g in range(G)]
@@ -74,18 +103,9 @@ def _lse_parts(red: Reduction, f, w, E):
         init += [f"t{e} = tl.zeros([BLOCK_I], ACC)" for e in range(E)]
     else:
         init += [f"s{e} = tl.zeros([BLOCK_I], ACC)" for e in range(E)]
-    update = []
-    for g in range(G):
-        update += [
-            f"F{g} = tl.where(jmask, {_bt(f[g])}, -INF)",
-            f"mn{g} = tl.maximum(m{g}, tl.max(F{g}, 1))",
-            f"sh{g} = tl.where(tl.abs(mn{g}) < INF, mn{g}, 0.0)",
-            f"sc{g} = tl.exp(m{g} - sh{g}).to(ACC)",
-            f"P{g} = tl.exp(F{g} - sh{g}[:, None])",
-            f"m{g} = mn{g}",
-        ]
+    update = [s for g in range(G) for s in _shift(f, g)]
     if w is not None:
-        update += [f"W{e} = tl.where(jmask, {_bt(w[e])}, 0.0)" for e in range(E)]
+        update += [_masked(f"W{e}", w, e, "0.0") for e in range(E)]
     if ssmw:
         update += [f"s{g} = s{g} * sc{g} + tl.sum(P{g}, 1).to(ACC)" for g in range(G)]
         update += [f"t{e} = t{e} * sc{g_of(e)} + tl.sum(P{g_of(e)} * W{e}, 1).to(ACC)" for e in range(E)]
@@ -100,21 +120,20 @@ def _lse_parts(red: Reduction, f, w, E):
     return _parts(init=init, update=update, final=final)
 
 
-def _select_parts(red: Reduction, f, E):
-    """Running extremum and the first index reaching it: within a tile, the smallest column
-    holding the tile's extremum; across tiles, a strict comparison keeps the earlier one."""
-    which, _ = SELECTION[red.kind]
-    fill = "INF" if which == "min" else "-INF"
-    red_fn, lt = ("tl.min", "<") if which == "min" else ("tl.max", ">")
-    init = []
-    for e in range(E):
-        init += [f"v{e} = tl.full([BLOCK_I], {fill}, CT)", f"k{e} = tl.zeros([BLOCK_I], tl.int32)"]
+def _select_parts(red: Reduction, f: Components, w: Optional[Components], E: int) -> dict:
+    """Running extremum and the first index reaching it.
+
+    Within a tile, the smallest column holding the tile's extremum; across tiles, a strict
+    comparison keeps the earlier one.
+    """
+    fill, red_fn, lt = ("INF", "tl.min", "<") if red.spec.extremum == "min" else ("-INF", "tl.max", ">")
+    init = [s for e in range(E) for s in _running(f"v{e}", f"k{e}", fill)]
     update = []
     for e in range(E):
         update += [
-            f"F{e} = tl.where(jmask, {_bt(f[e] if len(f) > 1 else f[0])}, {fill})",
+            _masked(f"F{e}", f, e, fill),
             f"tv{e} = {red_fn}(F{e}, 1)",
-            f"tk{e} = tl.min(tl.where(F{e} == tv{e}[:, None], cidx, BIG_INDEX), 1)",
+            f"tk{e} = {_first_column(f'F{e}', f'tv{e}')}",
             f"bt{e} = tv{e} {lt} v{e}",
             f"v{e} = tl.where(bt{e}, tv{e}, v{e})",
             f"k{e} = tl.where(bt{e}, tk{e}, k{e})",
@@ -125,7 +144,7 @@ def _select_parts(red: Reduction, f, E):
     return _parts(init=init, update=update, final=final)
 
 
-def _kmin_parts(red: Reduction, f, E):
+def _kmin_parts(red: Reduction, f: Components, w: Optional[Components], E: int) -> dict:
     """Running sorted K-lists, one register column per rank (K small).
 
     Each tile first drops the candidates that cannot enter (not below the current K-th value), then
@@ -134,19 +153,16 @@ def _kmin_parts(red: Reduction, f, E):
     values already there (which come from earlier columns), remove it from the tile.
     """
     K = red.K
-    init = []
-    for e in range(E):
-        for p in range(K):
-            init += [f"kv{e}_{p} = tl.full([BLOCK_I], INF, CT)", f"kk{e}_{p} = tl.zeros([BLOCK_I], tl.int32)"]
+    init = [s for e in range(E) for p in range(K) for s in _running(f"kv{e}_{p}", f"kk{e}_{p}", "INF")]
     update = []
     for e in range(E):
         update += [
-            f"F{e} = tl.where(jmask, {_bt(f[e] if len(f) > 1 else f[0])}, INF)",
+            _masked(f"F{e}", f, e, "INF"),
             f"F{e} = tl.where(F{e} < kv{e}_{K - 1}[:, None], F{e}, INF)",
             f"nr{e} = tl.minimum(tl.max(tl.sum((F{e} < INF).to(tl.int32), 1), 0), {K})",
             f"for _round in range(0, nr{e}):",
             f"    tv = tl.min(F{e}, 1)",
-            f"    tk = tl.min(tl.where(F{e} == tv[:, None], cidx, BIG_INDEX), 1)",
+            f"    tk = {_first_column(f'F{e}', 'tv')}",
             f"    F{e} = tl.where(cidx == tk[:, None], INF, F{e})",
         ]
         update += [f"    lt{p} = tv < kv{e}_{p}" for p in range(K)]
@@ -162,6 +178,18 @@ def _kmin_parts(red: Reduction, f, E):
     return _parts(init=init, update=update, final=final)
 
 
+#: per run kind: the builder ``(red, f, w, E) -> parts`` of the kernel's reduction-specific parts
+TEMPLATES: KindTable[Callable[[Reduction, Components, Optional[Components], int], dict]] = KindTable(
+    "the Triton backend", {
+        "sum": _sum_parts,
+        "lse": partial(_lse_parts, ssmw=False),
+        "ssmw": partial(_lse_parts, ssmw=True),
+        "min_argmin": _select_parts,
+        "max_argmax": _select_parts,
+        "kmin_argkmin": _kmin_parts,
+    })
+
+
 def _offsets(cats: tuple[int, ...], dims: tuple[int, ...]) -> list[str]:
     """Move every argument pointer to this program's batch entry (int64: nb * n * D may be large)."""
     out = []
@@ -169,10 +197,6 @@ def _offsets(cats: tuple[int, ...], dims: tuple[int, ...]) -> list[str]:
         size = {CAT_I: " * nil", CAT_J: " * njl"}.get(c, "")
         out.append(f"a{k} = a{k} + bi * {d}{size}")
     return out
-
-
-def _ind(lines: list[str], n: int) -> str:
-    return "\n".join(" " * n + s for s in lines)
 
 
 def lgmath_source() -> str:
@@ -188,29 +212,28 @@ HOIST_I_MAX = 16
 def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...], dot_terms: bool = False) -> str:
     """The Python source of one kernel module; its entry point is ``lg_kernel``.
 
-    With ``dot_terms``, the dot-shaped terms of the formula (:func:`.dot.find_terms`) are computed
-    with ``tl.dot`` on tiles instead of component by component.
+    Args:
+        red: the reduction (a run kind).
+        cats: the categories of its arguments.
+        dims: their vector dimensions.
+        dot_terms: compute the dot-shaped terms of the formula (:func:`.dot.find_terms`) with
+            ``tl.dot`` on tiles instead of component by component.
+
+    Returns:
+        The source.
+
+    Raises:
+        NotImplementedError: a kind that runs through another (see
+            :attr:`lazygeom.reductions.KindSpec.run`).
     """
+    template = TEMPLATES.hook(red.kind)
     formulas = list(red.formulas)
     width_i = sum(d for c, d in zip(cats, dims) if c == CAT_I)
     dot_hoisted, dot_loop, tiles = render_terms(find_terms(formulas)) if dot_terms else ([], [], {})
     hoisted, body, outs = render(formulas, hoist_i=width_i <= HOIST_I_MAX, tiles=tiles)
     hoisted, body = dot_hoisted + hoisted, dot_loop + body
-    f = outs[0]
-    w = outs[1] if len(outs) > 1 else None
-    E = red.out_dim
-    if red.kind == "sum":
-        parts = _sum_parts(f, E)
-    elif red.kind in ("lse", "ssmw"):
-        parts = _lse_parts(red, f, w, E)
-    elif red.kind in ("min_argmin", "max_argmax"):
-        parts = _select_parts(red, f, E)
-    elif red.kind == "kmin_argkmin":
-        parts = _kmin_parts(red, f, E)
-    else:
-        raise NotImplementedError(f"the Triton backend runs {red.kind!r} through its pair kind")
-    selection = red.kind in ("min_argmin", "max_argmax", "kmin_argkmin")
-    cidx = ["cidx = cols.to(tl.int32)[None, :]"] if selection else []
+    parts = template(red, outs[0], outs[1] if len(outs) > 1 else None, red.out_dim)
+    cidx = ["cidx = cols.to(tl.int32)[None, :]"] if red.spec.selection else []
     args = "".join(f"a{k}, " for k in range(len(cats)))
     return f'''# generated by lazygeom: {red.kind} over j, arguments {cats} of dimensions {dims}
 import triton
@@ -244,9 +267,9 @@ def lg_kernel({args}out, outk, ni, nj, blocks, slices, redranges,
     rows = i_lo + tl.arange(0, BLOCK_I)
     rmask = rows < i_hi
     orow = bi * nil + rows
-{_ind(_offsets(cats, dims), 4)}
-{_ind(hoisted, 4)}
-{_ind(parts["init"], 4)}
+{indent(_offsets(cats, dims), 4)}
+{indent(hoisted, 4)}
+{indent(parts["init"], 4)}
     for r in range(r0, r1):
         if SPARSE:
             j_lo = tl.load(redranges + 2 * r)
@@ -258,8 +281,8 @@ def lg_kernel({args}out, outk, ni, nj, blocks, slices, redranges,
             cols = j0 + tl.arange(0, BLOCK_J)
             cmask = cols < j_hi
             jmask = cmask[None, :]
-{_ind(cidx, 12)}
-{_ind(body, 12)}
-{_ind(parts["update"], 12)}
-{_ind(parts["final"], 4)}
+{indent(cidx, 12)}
+{indent(body, 12)}
+{indent(parts["update"], 12)}
+{indent(parts["final"], 4)}
 '''

@@ -8,7 +8,8 @@ for float32 and float64 tiles (a compile-time branch on the dtype picks the poly
 
 This file is *source*: :mod:`.kernel` pastes it into every generated module (under the
 ``@triton.jit`` decorator of that module's mode, interpreted or compiled), so it must stay
-self-contained: no imports beyond ``triton`` and ``triton.language as tl``.
+self-contained: no imports beyond ``triton`` and ``triton.language as tl``. Parameters carry no
+type annotations: Triton reads those of a jit function as instructions (``tl.constexpr``).
 
 Accuracy (float64 / float32, relative, measured against torch in the tests): atan, atan2, asin,
 acos, tanh, log1p within a few ulps; round is exact (round half to even, as torch).
@@ -20,8 +21,17 @@ import triton.language as tl
 
 @triton.jit
 def lg_round(x):
-    """Round half to even: |x| + 2^p rounds at the units in the current rounding mode (to nearest
-    even), where p is the mantissa width; beyond 2^p every float is already an integer."""
+    """Round half to even (as torch), elementwise.
+
+    |x| + 2^p rounds at the units in the current rounding mode (to nearest even), where p is the
+    mantissa width; beyond 2^p every float is already an integer.
+
+    Args:
+        x: a tile.
+
+    Returns:
+        A tile of the same shape and dtype.
+    """
     if x.dtype == tl.float64:
         big = 4503599627370496.0  # 2^52
     else:
@@ -34,15 +44,24 @@ def lg_round(x):
 
 @triton.jit
 def lg_sign(x):
-    # 0 for nan, as torch.sign
+    """The sign of x, elementwise: -1, 0 or 1, and 0 for nan (as torch.sign).
+
+    Args:
+        x: a tile.
+
+    Returns:
+        A tile of the same shape and dtype.
+    """
     return (x > 0).to(x.dtype) - (x < 0).to(x.dtype)
 
 
 @triton.jit
 def _atan_core(z):
-    """atan(z) for |z| <= tan(pi/8): z P(z^2), P fitted for lazygeom (mpmath.chebyfit of
-    atan(sqrt(u))/sqrt(u) on [0, tan(pi/8)^2]): 1 ulp in float64 (degree 11), 0.7 ulp in float32
-    (degree 5)."""
+    """atan(z) for |z| <= tan(pi/8): z P(z^2).
+
+    P fitted for lazygeom (mpmath.chebyfit of atan(sqrt(u))/sqrt(u) on [0, tan(pi/8)^2]): 1 ulp in
+    float64 (degree 11), 0.7 ulp in float32 (degree 5).
+    """
     u = z * z
     if z.dtype == tl.float64:
         p = u * -0.017805397205419446 + 0.03796525745386593
@@ -76,6 +95,14 @@ def _atan_unit(t):
 
 @triton.jit
 def lg_atan(x):
+    """The arc tangent, elementwise.
+
+    Args:
+        x: a tile.
+
+    Returns:
+        A tile of the same shape and dtype.
+    """
     a = tl.abs(x)
     inv = a > 1.0
     # atan(a) = pi/2 - atan(1/a) for a > 1 (1/inf = 0 gives pi/2 at infinity)
@@ -86,6 +113,15 @@ def lg_atan(x):
 
 @triton.jit
 def lg_atan2(y, x):
+    """The angle of the point (x, y), elementwise, with torch.atan2's signed zeros and infinities.
+
+    Args:
+        y: a tile.
+        x: a tile of the same shape and dtype.
+
+    Returns:
+        A tile of the same shape and dtype.
+    """
     ax = tl.abs(x)
     ay = tl.abs(y)
     mx = tl.where(ay > ax, ay, ax)
@@ -102,19 +138,44 @@ def lg_atan2(y, x):
 
 @triton.jit
 def lg_asin(x):
+    """The arc sine, elementwise (nan outside [-1, 1]).
+
+    Args:
+        x: a tile.
+
+    Returns:
+        A tile of the same shape and dtype.
+    """
     # (1-x)(1+x) is exact near |x| = 1, where 1 - x*x would cancel
     return lg_atan2(x, tl.sqrt((1.0 - x) * (1.0 + x)))
 
 
 @triton.jit
 def lg_acos(x):
+    """The arc cosine, elementwise (nan outside [-1, 1]).
+
+    Args:
+        x: a tile.
+
+    Returns:
+        A tile of the same shape and dtype.
+    """
     return lg_atan2(tl.sqrt((1.0 - x) * (1.0 + x)), x)
 
 
 @triton.jit
 def lg_tanh(x):
-    """Below |x| = 0.625, sinh by its Taylor series and tanh = s / sqrt(1 + s^2) (no cancellation);
-    above, 1 - 2 / (exp(2|x|) + 1), where tanh > 0.55 keeps the relative error of exp."""
+    """The hyperbolic tangent, elementwise.
+
+    Below |x| = 0.625, sinh by its Taylor series and tanh = s / sqrt(1 + s^2) (no cancellation);
+    above, 1 - 2 / (exp(2|x|) + 1), where tanh > 0.55 keeps the relative error of exp.
+
+    Args:
+        x: a tile.
+
+    Returns:
+        A tile of the same shape and dtype.
+    """
     a = tl.abs(x)
     u = x * x
     if x.dtype == tl.float64:
@@ -141,8 +202,17 @@ def lg_tanh(x):
 
 @triton.jit
 def lg_log1p(x):
-    """Below |x| = 1/4, log1p(x) = 2 atanh(s) with s = x / (2 + x), |s| < 1/7, by its series
-    (independent of the accuracy of log near 1); above, log(1 + x) loses nothing relative."""
+    """log(1 + x), elementwise, accurate for small x.
+
+    Below |x| = 1/4, log1p(x) = 2 atanh(s) with s = x / (2 + x), |s| < 1/7, by its series
+    (independent of the accuracy of log near 1); above, log(1 + x) loses nothing relative.
+
+    Args:
+        x: a tile.
+
+    Returns:
+        A tile of the same shape and dtype.
+    """
     s = x / (2.0 + x)
     u = s * s
     if x.dtype == tl.float64:
@@ -167,9 +237,25 @@ def lg_log1p(x):
 
 @triton.jit
 def lg_xlogx(x):
+    """The product x log x, elementwise, 0 at 0.
+
+    Args:
+        x: a tile.
+
+    Returns:
+        A tile of the same shape and dtype.
+    """
     return tl.where(x == 0, 0.0, x * tl.log(x))
 
 
 @triton.jit
 def lg_sinxdivx(x):
+    """sin(x) / x, elementwise, 1 at 0.
+
+    Args:
+        x: a tile.
+
+    Returns:
+        A tile of the same shape and dtype.
+    """
     return tl.where(x == 0, 1.0, tl.sin(x) / tl.where(x == 0, 1.0, x))
