@@ -170,7 +170,8 @@ def _spawn(args: list[str], timeout: float) -> dict:
 def measure(impl: str, n: int, opts, tmp: Path) -> dict:
     save = tmp / f"{impl}_{n}.pt"
     res = _spawn(["--worker", impl, str(n), "--backend", opts.backend, "--repeats", str(opts.repeats),
-                  "--budget", str(opts.budget), "--save", str(save), "--threads", str(opts.threads)], timeout=opts.timeout)
+                  "--budget", str(opts.budget), "--save", str(save), "--threads", str(opts.threads)],
+                 timeout=opts.timeout)
     res["output"] = str(save)
     return res
 
@@ -248,7 +249,8 @@ def main(argv=None) -> int:
     started = time.time()
     load_before = os.getloadavg()
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "ram_bytes": _total_bytes(), "python": platform.python_version(), **_spawn(["--ceilings", "--threads", str(opts.threads)], 300)}
+               "ram_bytes": _total_bytes(), "python": platform.python_version(),
+               **_spawn(["--ceilings", "--threads", str(opts.threads)], 300)}
     import torch
 
     machine["torch"] = torch.__version__
