@@ -53,18 +53,10 @@ class _Solved:
         return lazy_i(hi[..., None]) + lazy_j(hj[..., None]) - self.cost.formula(x, y) * (1.0 / self.eps)
 
 
-def transport_plan(
-    *args: torch.Tensor,
-    p: int = 2,
-    blur: float = 0.05,
-    reach: Optional[float] = None,
-    diameter: Optional[float] = None,
-    scaling: float = 0.5,
-    cost: Optional[CostFn] = None,
-    backend: str = "auto",
-    extra_iterations: int = 0,
-    dense: bool = False,
-) -> Union[LazyTensor, torch.Tensor]:
+def transport_plan(*args: torch.Tensor, p: int = 2, blur: float = 0.05, reach: Optional[float] = None,
+                   diameter: Optional[float] = None, scaling: float = 0.5, cost: Optional[CostFn] = None,
+                   backend: str = "auto", extra_iterations: int = 0,
+                   dense: bool = False) -> Union[LazyTensor, torch.Tensor]:
     """The entropic transport plan π_ij = a_i b_j exp((f_i + g_j − C_ij)/ε) between two measures.
 
     Arguments as :func:`lazygeom.ot.sinkhorn` (``transport_plan(x, y)`` or
@@ -99,18 +91,9 @@ def transport_plan(
     return s.m.unbatch(s.dense(hi).exp()) if dense else s.lazy(hi).exp()
 
 
-def barycentric_map(
-    *args: torch.Tensor,
-    p: int = 2,
-    blur: float = 0.05,
-    reach: Optional[float] = None,
-    diameter: Optional[float] = None,
-    scaling: float = 0.5,
-    cost: Optional[CostFn] = None,
-    backend: str = "auto",
-    extra_iterations: int = 0,
-    normalize: bool = False,
-) -> torch.Tensor:
+def barycentric_map(*args: torch.Tensor, p: int = 2, blur: float = 0.05, reach: Optional[float] = None,
+                    diameter: Optional[float] = None, scaling: float = 0.5, cost: Optional[CostFn] = None,
+                    backend: str = "auto", extra_iterations: int = 0, normalize: bool = False) -> torch.Tensor:
     """The barycentric map T(x_i) = Σ_j π_ij y_j / a_i of the entropic plan (GeomLoss #18, #80).
 
     Arguments as :func:`transport_plan`. Computed as ``exp(r_i) · S_i`` with the row mass
@@ -118,15 +101,16 @@ def barycentric_map(
     (a SumSoftMaxWeight reduction), so nothing overflows.
 
     Args:
-        *args: ``(x, y)`` or ``(a, x, b, y)``, as :func:`lazygeom.ot.sinkhorn`.
-        p: the cost exponent (1 or 2); ε = blur^p.
-        blur: the target length scale.
-        reach: None (balanced) or the reach of unbalanced OT.
-        diameter: the largest distance (default: from the data).
-        scaling: the ratio of the ε-schedule's consecutive length scales, in (0, 1).
-        cost: a custom cost callable.
-        backend: the solver: "auto", "tensorized", "online" or "multiscale".
-        extra_iterations: more iterations at the final ε.
+        *args: ``(x, y)`` or ``(a, x, b, y)``: the map sends the points x.
+        p: as :func:`transport_plan`.
+        blur: as :func:`transport_plan`.
+        reach: as :func:`transport_plan`.
+        diameter: as :func:`transport_plan`.
+        scaling: as :func:`transport_plan`.
+        cost: as :func:`transport_plan`.
+        backend: as :func:`transport_plan`; the tensorized solver's map is computed densely, the
+            others' by LazyTensor reductions.
+        extra_iterations: as :func:`transport_plan`.
         normalize: divide by the plan's row mass Σ_j π_ij instead of a_i (the two agree at the
             balanced fixed point; with ``reach`` the plan's marginal differs from a, and the
             normalised map is the barycentric projection).

@@ -75,22 +75,11 @@ def solve_measures(m: Measures, options: SinkhornOptions) -> SinkhornResult:
     return sinkhorn_loop(softmin, a_log, b_log, eps_list, rho=rho, debias=debias)
 
 
-def sinkhorn(
-    *args: torch.Tensor,
-    p: int = 2,
-    blur: float = 0.05,
-    reach: Optional[float] = None,
-    diameter: Optional[float] = None,
-    scaling: float = 0.5,
-    cost: Optional[CostFn] = None,
-    debias: bool = True,
-    backend: str = "auto",
-    extra_iterations: int = 0,
-    truncate: Optional[float] = 5.0,
-    cluster_scale: Optional[float] = None,
-    labels: Optional[Labels] = None,
-    verbose: bool = False,
-) -> SinkhornResult:
+def sinkhorn(*args: torch.Tensor, p: int = 2, blur: float = 0.05, reach: Optional[float] = None,
+             diameter: Optional[float] = None, scaling: float = 0.5, cost: Optional[CostFn] = None, debias: bool = True,
+             backend: str = "auto", extra_iterations: int = 0, truncate: Optional[float] = 5.0,
+             cluster_scale: Optional[float] = None, labels: Optional[Labels] = None,
+             verbose: bool = False) -> SinkhornResult:
     """Annealed Sinkhorn potentials between two weighted point clouds.
 
     ``sinkhorn(x, y)`` (uniform weights) or ``sinkhorn(a, x, b, y)``; x ``(N, D)`` or
@@ -107,7 +96,7 @@ def sinkhorn(
         blur: the target length scale; ε = blur^p.
         reach: None (balanced) or the length scale of the KL marginal penalties; ρ = reach^p.
         diameter: the largest distance, for the ε-schedule (default: the joint bounding box's
-            diagonal, :func:`lazygeom.ot.schedules.max_diameter`).
+            diagonal, :func:`lazygeom.ot.solver.schedules.max_diameter`).
         scaling: ratio of consecutive length scales of the schedule, in (0, 1).
         cost: a custom cost callable ``cost(x_i, y_j)`` (see :mod:`lazygeom.ot.costs`).
         debias: also compute the potentials f_aa, g_bb of OT(α, α) and OT(β, β).
@@ -115,7 +104,7 @@ def sinkhorn(
             "multiscale" (block-sparse reductions on a coarse-to-fine hierarchy of clusters,
             for the built-in costs: :mod:`lazygeom.ot.multiscale`). "auto" picks tensorized for
             small problems, multiscale for large ones in D <= 3, else online
-            (:func:`lazygeom.ot.softmin.choose_backend`).
+            (:func:`lazygeom.ot.solver.softmin.choose_backend`).
         extra_iterations: more iterations at the final ε after the schedule. The annealed loop
             (GeomLoss's, and ``SamplesLoss``'s) runs one iteration per scale: its loss values
             are accurate (they are second-order in the potentials' error), but the plan's
@@ -125,7 +114,7 @@ def sinkhorn(
             exp(−truncate) times the largest (larger: more accurate and slower; None: keep all).
         cluster_scale: multiscale: the grid side of the finest cluster level; None (default):
             balanced kd-tree clusters of each cloud, at most 64 points per leaf, which follow
-            the clouds' density (:mod:`lazygeom.ot.kdtree`).
+            the clouds' density (:mod:`lazygeom.sparse.kdtree`).
         labels: multiscale: integer cluster labels ``(lab_x, lab_y)``, shaped like the weights,
             for the finest cluster level instead of the grid at ``cluster_scale``.
         verbose: multiscale: print the levels, ε and the kept fraction at each step.

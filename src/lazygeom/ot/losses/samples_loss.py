@@ -8,10 +8,10 @@ GeomLoss code runs by changing the import::
 
 Differences from GeomLoss (each one a fix): the Hausdorff loss works; identical clouds
 (diameter 0) do not crash; the unbalanced gradients have the right scale
-(:mod:`lazygeom.ot.divergence`); the ε-schedule does not repeat its first value; a custom cost is a
+(:mod:`lazygeom.ot.losses.divergence`); the ε-schedule does not repeat its first value; a custom cost is a
 callable building a LazyTensor formula (no formula strings); the multiscale backend has any
 number of levels (GeomLoss: two), supports batches and user cluster labels, and bounds what
-its kernel truncation drops (:mod:`lazygeom.ot.truncation`).
+its kernel truncation drops (:mod:`lazygeom.ot.multiscale.truncation`).
 """
 
 from __future__ import annotations
@@ -55,14 +55,14 @@ class SamplesLoss(torch.nn.Module):
       S_ε(α, β) = OT_ε(α, β) − ½OT_ε(α, α) − ½OT_ε(β, β) (Feydy et al. 2019), or OT_ε(α, β) with
       ``debias=False``; unbalanced (KL marginal penalties of strength ρ) when ``reach`` is set.
       It interpolates between OT (blur → 0) and the energy distance (blur → ∞, p = 1).
-      Computed by annealed, symmetric Sinkhorn iterations (:mod:`lazygeom.ot.sinkhorn`) with the
-      ε-schedule of :func:`lazygeom.ot.schedules.epsilon_schedule` and a final extrapolation
+      Computed by annealed, symmetric Sinkhorn iterations (:mod:`lazygeom.ot.solver.loop`) with the
+      ε-schedule of :func:`lazygeom.ot.solver.schedules.epsilon_schedule` and a final extrapolation
       step, so that first-order gradients are exact at the fixed point without back-propagating
       through the loop.
     - ``"hausdorff"``: H_ε(α, β) = ½⟨α − β, s_β − s_α⟩ with soft distances s
-      (:mod:`lazygeom.ot.hausdorff`).
+      (:mod:`lazygeom.ot.losses.hausdorff`).
     - ``"energy"``, ``"gaussian"``, ``"laplacian"``: the kernel norm ½⟨α − β, k ⋆ (α − β)⟩ with
-      k = −|x − y|, exp(−|x − y|²/2σ²), exp(−|x − y|/σ), σ = blur (:mod:`lazygeom.ot.kernels`).
+      k = −|x − y|, exp(−|x − y|²/2σ²), exp(−|x − y|/σ), σ = blur (:mod:`lazygeom.ot.losses.kernels`).
 
     Args:
         loss: one of "sinkhorn", "hausdorff", "energy", "gaussian", "laplacian".
@@ -84,7 +84,7 @@ class SamplesLoss(torch.nn.Module):
         kernel: a callable ``k(x_i, y_j)`` for the kernel losses (same convention).
         cluster_scale: multiscale backend: the grid side of the finest cluster level; None
             (default): balanced kd-tree clusters of at most 64 points per leaf, which follow each
-            cloud's density (:mod:`lazygeom.ot.kdtree`).
+            cloud's density (:mod:`lazygeom.sparse.kdtree`).
         debias: the debiased divergence (True) or raw entropic OT (False), for "sinkhorn".
         potentials: return the dual potentials ``(F, G)``, shaped like the weights, instead of
             the loss (sinkhorn: f − f_aa and g − g_bb, or f and g without debiasing).

@@ -85,7 +85,7 @@ class BlockSparseSoftmin:
             none: the steps run as two LogSumExp reductions.
         floor_z: the one-pass steps' per-row skip threshold on the exponents (−truncate).
 
-    Shapes follow :class:`lazygeom.ot.softmin.SoftminOperator` with a batch of one: h ``(1, #cols)``.
+    Shapes follow :class:`lazygeom.ot.solver.softmin.SoftminOperator` with a batch of one: h ``(1, #cols)``.
     """
 
     solver = "multiscale"
@@ -110,7 +110,7 @@ class BlockSparseSoftmin:
         """Both updates of a Jacobi step in one pass over ``blocks[pair]``.
 
         The pass visits the kept pairs (a self-interaction's symmetric closure), each row skipping
-        the column nodes below ``floor_z`` (:mod:`lazygeom.ot.marginals`). The gradients of
+        the column nodes below ``floor_z`` (:mod:`lazygeom.ot.solver.marginals`). The gradients of
         ``grad="rows"`` sum over the same pairs as the values.
 
         Args:
@@ -131,7 +131,17 @@ class BlockSparseSoftmin:
         return marginals.jacobi_step(self, self.blocks[pair], eps, pair, u, v, u_log, v_log, grad, self.floor_z)
 
     def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor:
-        """The soft-min over the kept pairs (:meth:`lazygeom.ot.solver.softmin.SoftminOperator.__call__`)."""
+        """The soft-min over the kept pairs (:meth:`lazygeom.ot.solver.softmin.SoftminOperator.__call__`).
+
+        Args:
+            eps: the temperature ε.
+            pair: "xy", "yx", "xx" or "yy"; each visits its own ranges ("yx": the g-update's pairs).
+            h: ``(1, #columns)`` the level's column nodes' log-weights plus potentials / ε.
+            grad: "none", "rows" (the columns detached) or "all".
+
+        Returns:
+            ``(1, #rows)``, sums over the kept pairs only.
+        """
         check_softmin_call(pair, grad)
         rows = self.x if pair[0] == "x" else self.y
         cols = self.x if pair[1] == "x" else self.y

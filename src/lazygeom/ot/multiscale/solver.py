@@ -3,16 +3,16 @@
 ALGORITHMS.md section 4; Schmitzer 2019 ("Stabilized sparse scaling algorithms for entropy
 regularized transport problems"); Feydy's thesis, section 3.3 (algorithms 3.5-3.6).
 
-Both clouds are encoded as trees of clusters (:mod:`lazygeom.ot.hierarchy`: kd-tree nodes by
+Both clouds are encoded as trees of clusters (:mod:`lazygeom.ot.multiscale.hierarchy`: kd-tree nodes by
 default, or grid cells): levels of centroids with typical sides s_0 > s_1 > ... and the points
 themselves (s = 0). The annealed loop of
-:mod:`lazygeom.ot.sinkhorn` runs unchanged; before each update at temperature ε = σ^p it asks
+:mod:`lazygeom.ot.solver.loop` runs unchanged; before each update at temperature ε = σ^p it asks
 :class:`Multiscale` (its ``refine`` hook) whether to move to a finer level: the level used at
 blur σ is the coarsest one whose cells are no larger than about σ (a cloud blurred at σ does not
 see details below σ; ``LEVEL_RATIO``), and the points themselves at the target ε. Moving from level k
 to k + 1 ("descending"):
 
-1. truncation (:mod:`lazygeom.ot.truncation`): among the node pairs visited at level k, keep
+1. truncation (:mod:`lazygeom.ot.multiscale.truncation`): among the node pairs visited at level k, keep
    those whose children may have a plan exponent (f + g − C)/ε above −truncate;
 2. extrapolation: the potentials of level k + 1 are one soft-min of level k's potentials (the
    same formula as an update, e.g. f(x) = λ softmin_ε(C(x, ·), log b + g/ε) over level k's
@@ -20,7 +20,7 @@ to k + 1 ("descending"):
 3. the level's reductions only visit the children of kept pairs: block-sparse ``ranges`` whose
    clusters are the nodes of level k (:func:`lazygeom.cluster.from_pairs`), in the level's
    soft-min operator (:mod:`lazygeom.ot.multiscale.operator`); on CPU both updates of a step are
-   one pass over those pairs (:mod:`lazygeom.ot.marginals`), each row also skipping the column
+   one pass over those pairs (:mod:`lazygeom.ot.solver.marginals`), each row also skipping the column
    nodes its own bound puts below −truncate.
 
 As ε decreases on a level (and before the final step, and every ``RETRUNCATE_EVERY`` updates at
@@ -156,6 +156,9 @@ class Multiscale:
         """The soft-min operator of the current level (pairs: children of the kept parent pairs).
 
         Built once per level and choice of kept pairs (``_op`` is reset when they change).
+
+        Returns:
+            The level's :class:`lazygeom.ot.multiscale.operator.BlockSparseSoftmin`.
         """
         if self._op is None:
             self._op = self._build_softmin()
@@ -194,7 +197,7 @@ class Multiscale:
         return BlockSparseSoftmin(x, y, self.cost, ranges, self.engine_backend, blocks, -self.truncate)
 
     def start(self) -> tuple[BlockSparseSoftmin, torch.Tensor, torch.Tensor]:
-        """The starting level's operator and log-weights."""
+        """The starting level's operator and log-weights (the loop's first arguments)."""
         self._report_pairs()
         return (self.softmin(), *self.log_weights())
 
@@ -217,11 +220,19 @@ class Multiscale:
                  final: bool) -> Optional[tuple[BlockSparseSoftmin, torch.Tensor, torch.Tensor, Potentials]]:
         """The loop's hook (:class:`lazygeom.ot.solver.loop.Refiner`): descend or re-truncate before an update.
 
-        Descends to :meth:`level_for` ``(eps)`` (the points when ``final``), truncating and
-        extrapolating ``pots`` (``(f, g, f_aa, g_bb)`` of the update at ``eps_prev``) level by
-        level; on a level, chooses its pairs again when ε has decreased since the last choice,
-        before the final step and every ``RETRUNCATE_EVERY`` updates. Returns None when the level
-        and its pairs stay, else the new operator, log-weights and potentials.
+        Descends level by level, truncating and extrapolating the potentials; on a level, chooses
+        its pairs again when ε has decreased since the last choice, before the final step and
+        every ``RETRUNCATE_EVERY`` updates.
+
+        Args:
+            eps: the next update's temperature; its level is :meth:`level_for` ``(eps)``.
+            eps_prev: the last update's temperature (the level's own record decides instead).
+            pots: ``(f, g, f_aa, g_bb)`` on the current level.
+            final: the next update is the final extrapolation: descend to the points.
+
+        Returns:
+            None when the level and its pairs stay, else ``(operator, a_log, b_log, pots)`` on
+            the new ones.
         """
         target = len(self.scales) - 1 if final else self.level_for(eps)
         lam = damping(eps, self.rho)

@@ -17,7 +17,7 @@ divergences"; Feydy's thesis, algorithm 3.4):
 2. at each following ε (at ε₀ again if the schedule has one value): new potentials from the old
    ones (all four at once), then the average of old and new ("symmetric" updates, which do not
    oscillate). The new f and g are the row and column sums of one plan: an operator with a
-   ``step`` method computes both in one pass (:mod:`lazygeom.ot.marginals`);
+   ``step`` method computes both in one pass (:mod:`lazygeom.ot.solver.marginals`);
 3. the final extrapolation: one more non-averaged update at ε = blur^p in which the log-weights
    and the potentials inside the soft-min are *detached*, while the cost keeps its gradient with
    respect to its row points. By the envelope theorem (the dual objective is stationary in the
@@ -166,7 +166,7 @@ class _Updates:
         u (rows) and v (columns) give ``(softmin(pair, v_log + v/ε), softmin(reversed pair,
         u_log + u/ε))``, the second None for a self-interaction; ``grad="rows"``: the final
         step's (h detached, each side differentiable in its row points). Through the operator's
-        one-pass ``step`` when it has one that applies (:mod:`lazygeom.ot.marginals`), else two
+        one-pass ``step`` when it has one that applies (:mod:`lazygeom.ot.solver.marginals`), else two
         soft-mins.
         """
         step = getattr(softmin, "step", None)
@@ -199,10 +199,10 @@ def sinkhorn_loop(
     """Annealed, symmetric Sinkhorn iterations with a final differentiable extrapolation.
 
     Args:
-        softmin: the soft-min operator (:mod:`lazygeom.ot.softmin`), which holds x and y.
+        softmin: the soft-min operator (:mod:`lazygeom.ot.solver.softmin`), which holds x and y.
         a_log: ``(B, N)`` log-weights of x (−inf for weight 0); detached here.
         b_log: ``(B, M)`` log-weights of y.
-        eps_list: the temperatures (:func:`lazygeom.ot.schedules.epsilon_schedule`); the last one
+        eps_list: the temperatures (:func:`lazygeom.ot.solver.schedules.epsilon_schedule`); the last one
             is the target ε. Repeating it runs more iterations at the target.
         rho: ρ = reach^p for unbalanced OT with KL penalties, None for balanced OT.
         debias: also compute f_aa and g_bb (for the Sinkhorn divergence).

@@ -15,7 +15,7 @@ and ``grad``:
 
 - ``"none"``: no autograd graph (the loop itself runs under ``torch.no_grad``);
 - ``"rows"``: the cost keeps its gradient with respect to the row points only (the final
-  extrapolation step: envelope theorem, see :mod:`lazygeom.ot.sinkhorn`); the caller detaches h;
+  extrapolation step: envelope theorem, see :mod:`lazygeom.ot.solver.loop`); the caller detaches h;
 - ``"all"``: gradients flow to both point clouds and to h (the Hausdorff divergence).
 
 Shapes: x ``(B, N, D)``, y ``(B, M, D)``; h ``(B, #columns)``; the output is ``(B, #rows)``.
@@ -57,7 +57,7 @@ class SoftminOperator(Protocol):
     """What the Sinkhorn loop needs: ``softmin(eps, pair, h, grad)`` -> ``(B, #rows)``.
 
     An operator may also have ``step(eps, pair, u, v, u_log, v_log, grad)``: both sides' updates
-    of a Jacobi step in one pass (:mod:`lazygeom.ot.marginals`; ``grad="rows"`` for the final
+    of a Jacobi step in one pass (:mod:`lazygeom.ot.solver.marginals`; ``grad="rows"`` for the final
     step), or None where it does not apply; and the attributes ``solver`` (its name:
     "tensorized", "online", "multiscale") and ``engine`` (the engine backend that runs its
     reductions, :mod:`lazygeom.ot.solver.engine`), which the loop records in its result.
@@ -141,7 +141,18 @@ class TensorizedSoftmin(_PointPairs):
         return self._C[pair]
 
     def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor:
-        """The soft-min over the dense cost matrix (:meth:`SoftminOperator.__call__`)."""
+        """The soft-min over the dense cost matrix (:meth:`SoftminOperator.__call__`).
+
+        Args:
+            eps: the temperature ε (a new ε reuses the stored matrices).
+            pair: which cost matrix: "xy", "xx", "yy", or "yx" (the transpose of the stored "xy").
+            h: ``(B, #columns)`` log-weights plus potentials / ε.
+            grad: "none" (the stored matrices, no graph), or "rows" and "all" (a fresh matrix
+                with the graph of the points that need it).
+
+        Returns:
+            ``(B, #rows)``: −ε log Σ_j exp(h_j − C_ij / ε), a dense logsumexp.
+        """
         check_softmin_call(pair, grad)
         if grad != "none":
             C = self.cost.matrix(*self.points(pair, grad))
@@ -182,7 +193,19 @@ class OnlineSoftmin(_PointPairs):
         return self._engine
 
     def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor:
-        """The soft-min as a LazyTensor LogSumExp reduction (:meth:`SoftminOperator.__call__`)."""
+        """The soft-min as a LazyTensor LogSumExp reduction (:meth:`SoftminOperator.__call__`).
+
+        Args:
+            eps: the temperature, a parameter of the compiled formula (one kernel serves every ε).
+            pair: the formula's rows and columns.
+            h: ``(B, #columns)``, the j-variable; without graph it is copied into the buffer of
+                the pair's cached formula.
+            grad: "none" (the cached formula) or "rows" and "all" (a new formula whose points keep
+                their graph).
+
+        Returns:
+            ``(B, #rows)`` soft-mins from one reduction over j.
+        """
         check_softmin_call(pair, grad)
         if grad != "none":
             inv_eps = torch.full((1,), 1.0 / eps, dtype=h.dtype, device=h.device)
@@ -202,7 +225,7 @@ class OnlineSoftmin(_PointPairs):
 
     def step(self, eps: float, pair: str, u: torch.Tensor, v: torch.Tensor, u_log: torch.Tensor,
              v_log: torch.Tensor, grad: str = "none") -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
-        """Both updates of a Jacobi step over every pair, in one pass (:mod:`lazygeom.ot.marginals`).
+        """Both updates of a Jacobi step over every pair, in one pass (:mod:`lazygeom.ot.solver.marginals`).
 
         Args:
             eps: the temperature ε.
