@@ -19,7 +19,7 @@ from ._inputs import Measures, parse_measures
 from .costs import CostFn
 from .multiscale.solver import Multiscale
 from .solver.loop import SinkhornResult, sinkhorn_loop
-from .solver.options import Labels, SinkhornOptions
+from .solver.options import SinkhornOptions
 from .solver.softmin import choose_backend, make_softmin
 
 
@@ -78,7 +78,7 @@ def solve_measures(m: Measures, options: SinkhornOptions) -> SinkhornResult:
 def sinkhorn(*args: torch.Tensor, p: int = 2, blur: float = 0.05, reach: Optional[float] = None,
              diameter: Optional[float] = None, scaling: float = 0.5, cost: Optional[CostFn] = None, debias: bool = True,
              backend: str = "auto", extra_iterations: int = 0, truncate: Optional[float] = 5.0,
-             cluster_scale: Optional[float] = None, labels: Optional[Labels] = None,
+             cluster_scale: Optional[float] = None, labels: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
              verbose: bool = False) -> SinkhornResult:
     """Annealed Sinkhorn potentials between two weighted point clouds.
 

@@ -345,8 +345,9 @@ class Multiscale:
                                           self.cost, self.engine_backend)
             # every row node keeps its best partner for the f-update, every column node for the
             # g-update; ``kept`` (the union) generates the next level's candidates
-            rows_side = unique_pairs(torch.cat((i1, torch.arange(Pn.size))), torch.cat((j1, mP.best)), Qn.size)
-            cols_side = unique_pairs(torch.cat((i2, mQ.best)), torch.cat((j2, torch.arange(Qn.size))), Qn.size)
+            every_P, every_Q = torch.arange(Pn.size, device=i1.device), torch.arange(Qn.size, device=j2.device)
+            rows_side = unique_pairs(torch.cat((i1, every_P)), torch.cat((j1, mP.best)), Qn.size)
+            cols_side = unique_pairs(torch.cat((i2, mQ.best)), torch.cat((j2, every_Q)), Qn.size)
             self.sides[pair] = (rows_side, cols_side)
             rows = torch.cat((rows_side[0], cols_side[0]))
             cols = torch.cat((rows_side[1], cols_side[1]))

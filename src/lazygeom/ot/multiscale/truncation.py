@@ -71,10 +71,10 @@ def candidates(parent_pairs: tuple[torch.Tensor, torch.Tensor], rows: torch.Tens
         # as many parent pairs as fit in one chunk (at least one)
         base = int(ends[start - 1]) if start else 0
         stop = max(int(torch.searchsorted(ends, base + chunk, right=True)), start + 1)
-        k = torch.arange(start, stop)
+        k = torch.arange(start, stop, device=I.device)
         n = sizes[k]
         pid = torch.repeat_interleave(k, n)
-        off = torch.arange(int(n.sum())) - torch.repeat_interleave(ends[k] - n - base, n)
+        off = torch.arange(int(n.sum()), device=I.device) - torch.repeat_interleave(ends[k] - n - base, n)
         cjp = cj[pid]
         yield si[pid] + off // cjp, sj[pid] + off % cjp
         start = stop
