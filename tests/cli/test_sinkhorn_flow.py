@@ -24,6 +24,7 @@ def test_flow_reaches_the_target_and_saves_a_figure(tmp_path):
     path = tmp_path / "flow.png"
     res = sinkhorn_flow_part(n_points=120, steps=10, lr=0.5, figure=str(path), say=out.append)
     assert res.ok and res.losses[-1] < 0.05 * res.losses[0]
+    assert res.solver == "tensorized" and res.engine == "torch"  # 120 x 120 <= TENSORIZED_MAX_ENTRIES
     assert len(res.losses) == 11 and len(res.step_seconds) == 10
     text = "\n".join(out)
     assert "ms per step" in text and "OK" in text

@@ -23,7 +23,6 @@ from typing import Callable, Optional
 import torch
 
 from ..ot.losses.samples_loss import SamplesLoss
-from ..ot.solver.softmin import choose_backend
 
 Say = Callable[[str], None]
 
@@ -40,6 +39,9 @@ class FlowResult:
             includes compiling the kernels).
         figure: the path of the saved figure, or None (no matplotlib, or not asked).
         ok: the divergence fell below 5% of its initial value.
+        solver: the solver that ran (``SamplesLoss.last_run.solver``: "tensorized", "online" or
+            "multiscale").
+        engine: the engine backend of its reductions ("torch" for the tensorized solver).
     """
 
     n_points: int
@@ -48,6 +50,8 @@ class FlowResult:
     step_seconds: tuple[float, ...]
     figure: Optional[str]
     ok: bool
+    solver: str = ""
+    engine: str = ""
 
 
 def default_figure_path() -> str:
@@ -56,7 +60,7 @@ def default_figure_path() -> str:
 
 
 def _rejection_sample(n: int, inside, box: float, gen: torch.Generator) -> torch.Tensor:
-    """n points uniformly distributed in the region {inside(p)} of the square [-box, box]²."""
+    """The first n of points drawn uniformly in the square [-box, box]² that fall in the region {inside(p)}."""
     out, have = [], 0
     while have < n:
         p = (torch.rand(4 * n, 2, generator=gen) * 2 - 1) * box
@@ -67,7 +71,16 @@ def _rejection_sample(n: int, inside, box: float, gen: torch.Generator) -> torch
 
 
 def crescent(n: int, gen: torch.Generator) -> torch.Tensor:
-    """A crescent moon: the unit disk minus a disk of radius 0.8 shifted right, within [0.05, 0.45] x [0.3, 0.7]."""
+    """A crescent moon: the unit disk minus a disk of radius 0.8 shifted right, within [0.05, 0.45] x [0.3, 0.7].
+
+    Args:
+        n: the number of points.
+        gen: the random generator.
+
+    Returns:
+        ``(n, 2)`` float32 points, uniform in the crescent.
+    """
+
     def inside(p):
         return ((p**2).sum(1) <= 1) & (((p - torch.tensor([0.45, 0.0])) ** 2).sum(1) > 0.8**2)
 
@@ -75,7 +88,16 @@ def crescent(n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def heart(n: int, gen: torch.Generator) -> torch.Tensor:
-    """A filled heart, (x² + y² − 1)³ ≤ x² y³, scaled into about [0.55, 0.95] x [0.3, 0.7]."""
+    """A filled heart, (x² + y² − 1)³ ≤ x² y³, scaled into about [0.55, 0.95] x [0.3, 0.7].
+
+    Args:
+        n: the number of points.
+        gen: the random generator (one sample of the square after another, as :func:`crescent`).
+
+    Returns:
+        ``(n, 2)`` float32 points, uniform in the heart.
+    """
+
     def inside(p):
         x, y = p[:, 0], p[:, 1]
         return (x**2 + y**2 - 1) ** 3 - x**2 * y**3 <= 0
@@ -123,13 +145,16 @@ def sinkhorn_flow_part(n_points: int = 2000, steps: int = 50, lr: float = 0.1, b
         seed: the seed of the point samples.
         figure: where to save the PNG (default :func:`default_figure_path`); ``""``: no figure.
         say: where to print.
+
+    Returns:
+        What ran and how it went (:class:`FlowResult`).
     """
     gen = torch.Generator().manual_seed(seed)
     x, y = crescent(n_points, gen), heart(n_points, gen)
     a = torch.full((n_points,), 1.0 / n_points)
     loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=0.5)
     say(f"Sinkhorn gradient flow: {n_points:,} + {n_points:,} points in 2D, blur {blur}, {steps} steps of {lr} "
-        f"(float32, SamplesLoss backend 'auto' -> {choose_backend('auto', 1, n_points, n_points, 2, True)!r})")
+        "(float32, SamplesLoss backend 'auto')")
     shots = {0, steps // 20, steps // 10, steps // 5, steps // 2, steps}
     snapshots: list[tuple[float, torch.Tensor]] = []
     losses, times = [], []
@@ -147,6 +172,8 @@ def sinkhorn_flow_part(n_points: int = 2000, steps: int = 50, lr: float = 0.1, b
         times.append(time.perf_counter() - t0)
     ok = losses[-1] <= 0.05 * losses[0]
     rest = times[1:] or times
+    run = loss.last_run
+    say(f"  solver {run.solver!r} (engine {run.engine!r}, {run.n_iter} Sinkhorn steps a call)")
     say(f"  first step {times[0] * 1e3:.0f} ms (with a fresh cache: compiling the kernels), then "
         f"{sum(rest) / len(rest) * 1e3:.1f} ms per step (forward + backward), {sum(times):.2f} s in all")
     say(f"  divergence {losses[0]:.4g} -> {losses[-1]:.4g} ({losses[-1] / losses[0]:.1%} of the start): "
@@ -156,7 +183,7 @@ def sinkhorn_flow_part(n_points: int = 2000, steps: int = 50, lr: float = 0.1, b
         path = _save_figure(figure or default_figure_path(), y, snapshots, say)
         if path:
             say(f"  figure: {path}")
-    return FlowResult(n_points, steps, tuple(losses), tuple(times), path, ok)
+    return FlowResult(n_points, steps, tuple(losses), tuple(times), path, ok, run.solver, run.engine)
 
 
 __all__ = ["FlowResult", "crescent", "default_figure_path", "heart", "sinkhorn_flow_part"]

@@ -35,7 +35,14 @@ class Measures:
         return self.x.shape[0], self.x.shape[1], self.y.shape[1]
 
     def unbatch(self, t: torch.Tensor) -> torch.Tensor:
-        """Drop the batch dimension of an output if the inputs had none."""
+        """Drop the batch dimension of an output if the inputs had none.
+
+        Args:
+            t: an output shaped ``(B, ...)``.
+
+        Returns:
+            ``t``, or ``t[0]`` when the user's inputs had no batch dimension.
+        """
         return t if self.batched else t[0]
 
 
@@ -78,6 +85,14 @@ def _weights(name: str, w, pts: torch.Tensor, pts_name: str) -> torch.Tensor:
 
 def parse_measures(args: tuple, what: str = "SamplesLoss") -> Measures:
     """``(x, y)`` (uniform weights 1/N, 1/M) or ``(a, x, b, y)``, checked, in batched layout.
+
+    Args:
+        args: the user's tensors: points ``(N, D)`` / ``(B, N, D)``, weights ``(N,)`` / ``(B, N)``
+            (or ``(..., N, 1)``).
+        what: the caller's name, for the messages.
+
+    Returns:
+        The :class:`Measures`, batched.
 
     Raises:
         TypeError: wrong number or types of arguments, dtype or device mismatches.

@@ -25,12 +25,27 @@ def _variable(t: torch.Tensor, cat: int) -> LazyTensor:
 
 
 def lazy_i(t: torch.Tensor) -> LazyTensor:
-    """``t`` of shape ``(*batch, N, D)`` as an i-variable (N may be 1)."""
+    """``t`` of shape ``(*batch, N, D)`` as an i-variable (N may be 1).
+
+    Args:
+        t: a floating-point tensor ``(*batch, N, D)``.
+
+    Returns:
+        The LazyTensor variable indexed by i.
+    """
     return _variable(t, CAT_I)
 
 
 def lazy_j(t: torch.Tensor) -> LazyTensor:
-    """``t`` of shape ``(*batch, M, D)`` as a j-variable (M may be 1)."""
+    """``t`` of shape ``(*batch, M, D)`` as a j-variable (M may be 1): the columns' :func:`lazy_i`.
+
+    Args:
+        t: the columns' floating-point values ``(*batch, M, D)``; one column, ``(*batch, 1, D)``,
+            is still a j-variable (pykeops' layout rule would make ``(B, 1, 1, D)`` a parameter).
+
+    Returns:
+        A LazyTensor whose reductions over j sum over the M rows of ``t``.
+    """
     return _variable(t, CAT_J)
 
 

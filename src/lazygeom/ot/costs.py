@@ -36,30 +36,69 @@ CostFn = Callable[[Any, Any], Any]
 SQRT_GUARD = {torch.float32: 1e-20, torch.float64: 1e-100}
 
 
-def sqrt_guard(dtype) -> float:
-    """The tiny number added under |x - y|'s square root for this dtype (see ``SQRT_GUARD``)."""
+def sqrt_guard(dtype: torch.dtype) -> float:
+    """The tiny number added under |x - y|'s square root for this dtype (see ``SQRT_GUARD``).
+
+    Args:
+        dtype: the points' dtype.
+
+    Returns:
+        The guard (1e-20 for a dtype without its own).
+    """
     return SQRT_GUARD.get(dtype, 1e-20)
 
 
-def half_squared_distance(x_i, y_j):
-    """``C(x, y) = |x - y|^2 / 2`` (p = 2)."""
+def half_squared_distance(x_i: Any, y_j: Any) -> Any:
+    """``C(x, y) = |x - y|^2 / 2`` (p = 2).
+
+    Args:
+        x_i: the points x, a LazyTensor ``(B, N, 1, D)`` or a tensor broadcasting like one.
+        y_j: the points y, ``(B, 1, M, D)``.
+
+    Returns:
+        The cost, a scalar LazyTensor or a ``(B, N, M)`` tensor.
+    """
     return ((x_i - y_j) ** 2).sum(-1) / 2
 
 
-def distance(x_i, y_j):
-    """``C(x, y) = |x - y|`` (p = 1), with a finite (zero) gradient at ``x = y``."""
+def distance(x_i: Any, y_j: Any) -> Any:
+    """``C(x, y) = |x - y|`` (p = 1), with a finite (zero) gradient at ``x = y``.
+
+    Args:
+        x_i: the points x, as :func:`half_squared_distance`.
+        y_j: the points y.
+
+    Returns:
+        The cost (the guard ``sqrt_guard`` under the square root).
+    """
     return (((x_i - y_j) ** 2).sum(-1) + sqrt_guard(x_i.dtype)).sqrt()
 
 
 def dense_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``|x_i - y_j|`` for x ``(B, N, D)``, y ``(B, M, D)``: ``(B, N, M)``."""
+    """``|x_i - y_j|`` for x ``(B, N, D)``, y ``(B, M, D)``: ``(B, N, M)``.
+
+    Args:
+        x: ``(B, N, D)`` points.
+        y: ``(B, M, D)`` points.
+
+    Returns:
+        ``(B, N, M)`` distances.
+    """
     # cdist without the matrix-product expansion |x|^2 + |y|^2 - 2<x, y>, whose cancellation in
     # float32 would swamp C / eps at small blur; its backward returns 0 (not NaN) at x = y.
     return torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
 
 
 def dense_sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``|x_i - y_j|^2``: ``(B, N, M)``."""
+    """``|x_i - y_j|^2``: ``(B, N, M)``.
+
+    Args:
+        x: ``(B, N, D)`` points.
+        y: ``(B, M, D)`` points.
+
+    Returns:
+        ``(B, N, M)`` squared distances (of :func:`dense_dist`, without cancellation).
+    """
     d = dense_dist(x, y)
     return d * d
 
@@ -73,7 +112,7 @@ class GroundCost:
         lazy: ``(x_i, y_j) -> LazyTensor``, x_i ``(B, N, 1, D)``, y_j ``(B, 1, M, D)`` LazyTensors.
         dense: ``(x, y) -> (B, N, M)`` tensor, for x ``(B, N, D)`` and y ``(B, M, D)``.
         p: 1 or 2 for the built-in costs |x − y| and |x − y|²/2 (which compiled solvers may
-            evaluate themselves, :mod:`lazygeom.ot.marginals`), None for a custom cost.
+            evaluate themselves, :mod:`lazygeom.ot.solver.marginals`), None for a custom cost.
     """
 
     name: str
@@ -82,11 +121,30 @@ class GroundCost:
     p: Optional[int] = None
 
     def matrix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The dense ``(B, N, M)`` cost matrix."""
+        """The dense ``(B, N, M)`` cost matrix.
+
+        Args:
+            x: ``(B, N, D)`` the row points.
+            y: ``(B, M, D)`` the column points.
+
+        Returns:
+            ``(B, N, M)`` costs C(x_i, y_j).
+        """
         return self.dense(x, y)
 
     def formula(self, x: torch.Tensor, y: torch.Tensor) -> LazyTensor:
-        """The symbolic ``(B, N, M)`` cost: x ``(B, N, D)`` as i-variables, y ``(B, M, D)`` as j."""
+        """The symbolic ``(B, N, M)`` cost: x ``(B, N, D)`` as i-variables, y ``(B, M, D)`` as j.
+
+        Args:
+            x: ``(B, N, D)`` (or ``(N, D)``) the row points.
+            y: ``(B, M, D)`` (or ``(M, D)``) the column points.
+
+        Returns:
+            The scalar LazyTensor C(x_i, y_j).
+
+        Raises:
+            ValueError: a custom cost that does not give a scalar LazyTensor.
+        """
         C = self.lazy(lazy_i(x), lazy_j(y))
         if not isinstance(C, LazyTensor) or C.dim != 1:
             raise ValueError(
@@ -120,6 +178,9 @@ def ground_cost(p: int = 2, cost: CostFn | None = None) -> GroundCost:
     Args:
         p: the exponent (1 or 2) of the built-in cost; ignored by a custom ``cost``.
         cost: a callable ``cost(x_i, y_j)`` working on LazyTensors and on tensors (module docstring).
+
+    Returns:
+        The :class:`GroundCost` (its ``p`` is 1 or 2 for the built-in costs, None for a custom one).
 
     Raises:
         ValueError: p is not 1 or 2 and no cost is given.

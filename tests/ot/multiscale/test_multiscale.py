@@ -10,7 +10,8 @@ from lazygeom.ot import SamplesLoss, sinkhorn
 from lazygeom.ot.costs import ground_cost
 from lazygeom.ot.losses.divergence import sinkhorn_cost
 from lazygeom.ot.multiscale.hierarchy import build_trees
-from lazygeom.ot.solver.softmin import MULTISCALE_MIN_POINTS
+from lazygeom.ot.solver.engine import engine_for
+from lazygeom.ot.solver.softmin import MULTISCALE_MAX_DIM, MULTISCALE_MIN_POINTS
 from lazygeom.ot.multiscale.truncation import NodeMaps, candidates, select_pairs
 
 
@@ -166,20 +167,27 @@ def test_user_labels(gen):
 
 
 def test_verbose_report(gen, capsys):
+    """The multiscale solver's verbose printing: its levels, truncations and kept fractions."""
     x, y = blob_clouds(gen, 3000)
-    SamplesLoss(backend="multiscale", blur=0.05, cluster_scale=0.05, verbose=True)(x, y)
+    loss = SamplesLoss(backend="multiscale", blur=0.05, cluster_scale=0.05, verbose=True)
+    loss(x, y)
     out = capsys.readouterr().out
     assert "levels (coarse to fine)" in out and "point pairs within each update's bound" in out and "xy " in out
-    assert "truncation at level" in out and "eps" in out and "backend 'multiscale'" in out
+    assert "truncation at level" in out and "eps" in out
+    assert loss.last_run.solver == "multiscale"
 
 
-def test_auto_picks_multiscale_for_large_low_dimensional_clouds(gen, capsys):
+def test_auto_picks_multiscale_for_large_low_dimensional_clouds(gen):
+    """From MULTISCALE_MIN_POINTS points per cloud in D <= MULTISCALE_MAX_DIM; online above."""
     n = MULTISCALE_MIN_POINTS
     x, y = blob_clouds(gen, n)
-    SamplesLoss(verbose=True)(x, y)
-    assert "backend 'multiscale'" in capsys.readouterr().out
-    SamplesLoss(verbose=True)(x[:, None, 0].expand(n, 4).contiguous(), y[:, None, 0].expand(n, 4).contiguous())
-    assert "backend 'online'" in capsys.readouterr().out
+    loss = SamplesLoss()
+    loss(x, y)
+    assert loss.last_run.solver == "multiscale" and loss.last_run.engine == engine_for(None, x, y)
+    assert MULTISCALE_MAX_DIM == 3
+    loss(x[:, None, 0].expand(n, 4).contiguous(), y[:, None, 0].expand(n, 4).contiguous())
+    assert loss.last_run.solver == "online"
+    assert sinkhorn(x[:100], y[:100], backend="multiscale").solver == "multiscale"  # requested: recorded
 
 
 # --- the pieces -----------------------------------------------------------------------------------
@@ -203,7 +211,8 @@ def test_trees_sort_every_level_by_parent(gen):
         # masses add up, centroids are the children's barycentres, radii bound the children
         mass = torch.zeros(parent.size, dtype=torch.float64).index_add_(0, idx, child.weights)
         torch.testing.assert_close(mass, parent.weights)
-        bary = torch.zeros(parent.size, 3, dtype=torch.float64).index_add_(0, idx, child.points.detach() * child.weights[:, None])
+        bary = torch.zeros(parent.size, 3, dtype=torch.float64).index_add_(
+            0, idx, child.points.detach() * child.weights[:, None])
         torch.testing.assert_close(bary / mass[:, None], parent.points)
         offset = child.points.detach() - parent.points[idx]
         assert bool((offset.norm(dim=1) <= parent.radius[idx] + 1e-12).all())
@@ -252,8 +261,10 @@ def test_truncation_drops_only_negligible_pairs(gen, p):
     Y = torch.zeros(40, 2, dtype=torch.float64).index_add_(0, lab_y, y) / 8
     rX = torch.zeros(50, dtype=torch.float64).scatter_reduce_(0, lab_x, (x - X[lab_x]).norm(dim=1), "amax")
     rY = torch.zeros(40, dtype=torch.float64).scatter_reduce_(0, lab_y, (y - Y[lab_y]).norm(dim=1), "amax")
-    hX = torch.zeros(50, 2, dtype=torch.float64).scatter_reduce_(0, lab_x[:, None].expand(400, 2), (x - X[lab_x]).abs(), "amax")
-    hY = torch.zeros(40, 2, dtype=torch.float64).scatter_reduce_(0, lab_y[:, None].expand(320, 2), (y - Y[lab_y]).abs(), "amax")
+    hX = torch.zeros(50, 2, dtype=torch.float64).scatter_reduce_(
+        0, lab_x[:, None].expand(400, 2), (x - X[lab_x]).abs(), "amax")
+    hY = torch.zeros(40, 2, dtype=torch.float64).scatter_reduce_(
+        0, lab_y[:, None].expand(320, 2), (y - Y[lab_y]).abs(), "amax")
     u = torch.randn(50, generator=gen, dtype=torch.float64) * 0.02  # arbitrary node potentials
     v = torch.randn(40, generator=gen, dtype=torch.float64) * 0.02
     cost = (lambda s, t: ((s - t) ** 2).sum(-1) / 2) if p == 2 else (lambda s, t: (s - t).norm(dim=-1))

@@ -9,6 +9,7 @@ import torch
 
 from lazygeom.ot import SinkhornResult, sinkhorn, sinkhorn_loop
 from lazygeom.ot.costs import ground_cost
+from lazygeom.ot.solver.loop import CONVERGED_RESIDUAL
 from lazygeom.ot.solver.softmin import make_softmin
 
 from ot_helpers import cloud, dense_cost, reference_sinkhorn, weights
@@ -84,9 +85,10 @@ def test_result_is_an_immutable_value(gen):
 def test_converged_flag(gen):
     a, x, b, y = weights(gen, 30), cloud(gen, 30, 2), weights(gen, 30), cloud(gen, 30, 2)
     assert not sinkhorn(a, x, b, y, blur=0.01, scaling=0.5).converged  # one iteration per scale
-    # a blur wide against the data: residuals <= 2.5e-3 over 40 seeds (blur 0.5 met the 1e-2
-    # threshold only for some seeds: 0.009-0.017)
-    assert sinkhorn(a, x, b, y, blur=1.0, scaling=0.9, diameter=20.0).converged
+    # scaling 0.9 alone ends about at the threshold (residual 0.009-0.011 eps, depending on the
+    # data); a few iterations at the final eps converge for any data
+    res = sinkhorn(a, x, b, y, blur=0.5, scaling=0.9, diameter=20.0, extra_iterations=5)
+    assert res.converged and res.residual <= CONVERGED_RESIDUAL
 
 
 def test_one_value_schedule_runs_one_averaged_update(gen):

@@ -49,7 +49,7 @@ def sinkhorn_cost(a: torch.Tensor, b: torch.Tensor, res: SinkhornResult) -> torc
     Args:
         a: ``(B, N)`` weights of x (differentiable).
         b: ``(B, M)`` weights of y.
-        res: the potentials, from :func:`lazygeom.ot.sinkhorn.sinkhorn_loop` (batched layout).
+        res: the potentials, from :func:`lazygeom.ot.solver.loop.sinkhorn_loop` (batched layout).
 
     Returns:
         ``(B,)`` values whose first-order gradients with respect to a, b, x and y are exact at

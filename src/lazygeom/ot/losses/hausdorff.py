@@ -32,18 +32,29 @@ def safe_log(w: torch.Tensor) -> torch.Tensor:
 
     At a zero weight the soft-mins give the log-weight no gradient anyway; plain ``log`` would
     turn that 0 into 0 / 0 = NaN. (The one-sided derivative in a zero weight is then reported as 0.)
+
+    Args:
+        w: non-negative weights.
+
+    Returns:
+        log(w), shaped like w.
     """
     pos = w > 0
     return torch.where(pos, torch.where(pos, w, torch.ones_like(w)).log(), torch.full_like(w, -float("inf")))
 
 
-def hausdorff_potentials(softmin: SoftminOperator, eps: float, a: torch.Tensor, b: torch.Tensor):
+def hausdorff_potentials(softmin: SoftminOperator, eps: float, a: torch.Tensor,
+                         b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(F, G) = (s_β(x) − s_α(x), s_α(y) − s_β(y))``, shaped ``(B, N)`` and ``(B, M)``.
 
     Args:
         softmin: the soft-min operator holding x ``(B, N, D)`` and y ``(B, M, D)``.
         eps: the temperature ε = blur^p.
-        a, b: the weights ``(B, N)`` and ``(B, M)`` (differentiable).
+        a: the weights ``(B, N)`` of x (differentiable).
+        b: the weights ``(B, M)`` of y.
+
+    Returns:
+        ``(F, G)``.
     """
     a_log, b_log = safe_log(a), safe_log(b)
     s_b_x = softmin(eps, "xy", b_log, grad="all")
@@ -54,7 +65,17 @@ def hausdorff_potentials(softmin: SoftminOperator, eps: float, a: torch.Tensor, 
 
 
 def hausdorff_loss(softmin: SoftminOperator, eps: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``H_ε(α, β)`` per batch item, ``(B,)``, differentiable with respect to everything."""
+    """``H_ε(α, β)`` per batch item, ``(B,)``, differentiable with respect to everything.
+
+    Args:
+        softmin: the soft-min operator holding x ``(B, N, D)`` and y ``(B, M, D)``.
+        eps: the temperature ε = blur^p.
+        a: the weights ``(B, N)`` of x.
+        b: the weights ``(B, M)`` of y.
+
+    Returns:
+        ``(B,)`` values ½⟨a, F⟩ + ½⟨b, G⟩.
+    """
     F, G = hausdorff_potentials(softmin, eps, a, b)
     return 0.5 * ((a * F).sum(-1) + (b * G).sum(-1))
 

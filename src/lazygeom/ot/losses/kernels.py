@@ -17,7 +17,7 @@ the reductions (the gradient of a LazyTensor reduction is another reduction).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -35,6 +35,12 @@ def kernel_function(name: str, blur: float, kernel: Optional[CostFn] = None) -> 
         blur: σ, the length scale of the gaussian and laplacian kernels.
         kernel: a custom callable ``k(x_i, y_j)`` working on LazyTensors and on tensors (same
             convention as the costs, :mod:`lazygeom.ot.costs`).
+
+    Returns:
+        The kernel as a :class:`lazygeom.ot.costs.GroundCost` (its dense and symbolic forms).
+
+    Raises:
+        ValueError: an unknown name, or blur <= 0 for the gaussian and laplacian kernels.
     """
     if kernel is not None:
         return ground_cost(cost=kernel)
@@ -64,32 +70,38 @@ def kernel_function(name: str, blur: float, kernel: Optional[CostFn] = None) -> 
     raise ValueError(f"unknown kernel {name!r}; expected one of {KERNELS} or kernel=callable")
 
 
-def _kernel_product(k: GroundCost, backend: str, u: torch.Tensor, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _kernel_product(k: GroundCost, backend: str, u: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
+                    engine_backend: Optional[str]) -> torch.Tensor:
     """``(K_uv w)_i = Σ_j k(u_i, v_j) w_j``: u ``(B, N, D)``, v ``(B, M, D)``, w ``(B, M)`` -> ``(B, N)``."""
     if backend == "tensorized":
         return (k.matrix(u, v) @ w[..., None])[..., 0]
     K_ij = k.formula(u, v)
-    return (K_ij * lazy_j(w[..., None])).sum(dim=-2)[..., 0]
+    return (K_ij * lazy_j(w[..., None])).sum(dim=-2, backend=engine_backend)[..., 0]
 
 
 def kernel_loss(k: GroundCost, backend: str, a: torch.Tensor, x: torch.Tensor, b: torch.Tensor, y: torch.Tensor,
-                potentials: bool = False):
+                potentials: bool = False,
+                engine_backend: Optional[str] = None) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """The kernel norm ``L`` per batch item, or the potentials ``(F, G)``.
 
     Args:
         k: the kernel (:func:`kernel_function`).
         backend: "tensorized" (dense ``(B, N, M)`` matrices) or "online" (LazyTensor sums).
-        a, x, b, y: weights ``(B, N)``, points ``(B, N, D)``, weights ``(B, M)``, points ``(B, M, D)``.
+        a: ``(B, N)`` weights of x.
+        x: ``(B, N, D)`` points.
+        b: ``(B, M)`` weights of y.
+        y: ``(B, M, D)`` points.
         potentials: return ``(F, G)``, shaped ``(B, N)`` and ``(B, M)``, instead of L.
+        engine_backend: the online sums' reduction backend (None: the configured one).
 
     Returns:
         ``(B,)`` values, or the pair of potentials.
     """
-    a_x = _kernel_product(k, backend, x, x, a)
-    b_x = _kernel_product(k, backend, x, y, b)
-    b_y = _kernel_product(k, backend, y, y, b)
+    a_x = _kernel_product(k, backend, x, x, a, engine_backend)
+    b_x = _kernel_product(k, backend, x, y, b, engine_backend)
+    b_y = _kernel_product(k, backend, y, y, b, engine_backend)
     if potentials:
-        a_y = _kernel_product(k, backend, y, x, a)
+        a_y = _kernel_product(k, backend, y, x, a, engine_backend)
         return a_x - b_x, b_y - a_y
     # ⟨a, K_xy b⟩ = ⟨b, K_yx a⟩: three reductions suffice for the value and its gradients
     return 0.5 * (a * a_x).sum(-1) + 0.5 * (b * b_y).sum(-1) - (a * b_x).sum(-1)

@@ -8,31 +8,41 @@ GeomLoss code runs by changing the import::
 
 Differences from GeomLoss (each one a fix): the Hausdorff loss works; identical clouds
 (diameter 0) do not crash; the unbalanced gradients have the right scale
-(:mod:`lazygeom.ot.divergence`); the ε-schedule does not repeat its first value; a custom cost is a
+(:mod:`lazygeom.ot.losses.divergence`); the ε-schedule does not repeat its first value; a custom cost is a
 callable building a LazyTensor formula (no formula strings); the multiscale backend has any
 number of levels (GeomLoss: two), supports batches and user cluster labels, and bounds what
-its kernel truncation drops (:mod:`lazygeom.ot.truncation`).
+its kernel truncation drops (:mod:`lazygeom.ot.multiscale.truncation`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Optional, Union
+from typing import Any, Optional
 
 import torch
 
 from .._inputs import parse_measures
-from ..costs import CostFn, ground_cost
-from .divergence import sinkhorn_cost
-from .hausdorff import hausdorff_loss, hausdorff_potentials
-from .kernels import KERNELS, kernel_function, kernel_loss
-from ..solver.schedules import epsilon_schedule
-from ..solver.softmin import BACKENDS, choose_backend, make_softmin
-from ..solve import check_multiscale_options, check_reach, multiscale_ok, solve_measures
+from ..costs import CostFn
+from ..solver.options import SinkhornOptions
+from .kernels import kernel_function
+from .registry import LOSSES, LossRun, Output
 
-LOSSES = ("sinkhorn", "hausdorff") + KERNELS
 
-Output = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+class _Option:
+    """A :class:`SamplesLoss` attribute that reads one field of its options and replaces it (checked)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        """Remember the option's name (the attribute's)."""
+        self.name = name
+
+    def __get__(self, obj: Optional["SamplesLoss"], owner: Optional[type] = None) -> Any:
+        """The option's value (the descriptor itself on the class)."""
+        return self if obj is None else getattr(obj.options, self.name)
+
+    def __set__(self, obj: "SamplesLoss", value: Any) -> None:
+        """A new options value with this option changed: ``loss.blur = 0.01`` is checked as in the constructor."""
+        obj.options = obj.options.replace(**{self.name: value})
 
 
 class SamplesLoss(torch.nn.Module):
@@ -45,14 +55,14 @@ class SamplesLoss(torch.nn.Module):
       S_ε(α, β) = OT_ε(α, β) − ½OT_ε(α, α) − ½OT_ε(β, β) (Feydy et al. 2019), or OT_ε(α, β) with
       ``debias=False``; unbalanced (KL marginal penalties of strength ρ) when ``reach`` is set.
       It interpolates between OT (blur → 0) and the energy distance (blur → ∞, p = 1).
-      Computed by annealed, symmetric Sinkhorn iterations (:mod:`lazygeom.ot.sinkhorn`) with the
-      ε-schedule of :func:`lazygeom.ot.schedules.epsilon_schedule` and a final extrapolation
+      Computed by annealed, symmetric Sinkhorn iterations (:mod:`lazygeom.ot.solver.loop`) with the
+      ε-schedule of :func:`lazygeom.ot.solver.schedules.epsilon_schedule` and a final extrapolation
       step, so that first-order gradients are exact at the fixed point without back-propagating
       through the loop.
     - ``"hausdorff"``: H_ε(α, β) = ½⟨α − β, s_β − s_α⟩ with soft distances s
-      (:mod:`lazygeom.ot.hausdorff`).
+      (:mod:`lazygeom.ot.losses.hausdorff`).
     - ``"energy"``, ``"gaussian"``, ``"laplacian"``: the kernel norm ½⟨α − β, k ⋆ (α − β)⟩ with
-      k = −|x − y|, exp(−|x − y|²/2σ²), exp(−|x − y|/σ), σ = blur (:mod:`lazygeom.ot.kernels`).
+      k = −|x − y|, exp(−|x − y|²/2σ²), exp(−|x − y|/σ), σ = blur (:mod:`lazygeom.ot.losses.kernels`).
 
     Args:
         loss: one of "sinkhorn", "hausdorff", "energy", "gaussian", "laplacian".
@@ -74,7 +84,7 @@ class SamplesLoss(torch.nn.Module):
         kernel: a callable ``k(x_i, y_j)`` for the kernel losses (same convention).
         cluster_scale: multiscale backend: the grid side of the finest cluster level; None
             (default): balanced kd-tree clusters of at most 64 points per leaf, which follow each
-            cloud's density (:mod:`lazygeom.ot.kdtree`).
+            cloud's density (:mod:`lazygeom.sparse.kdtree`).
         debias: the debiased divergence (True) or raw entropic OT (False), for "sinkhorn".
         potentials: return the dual potentials ``(F, G)``, shaped like the weights, instead of
             the loss (sinkhorn: f − f_aa and g − g_bb, or f and g without debiasing).
@@ -91,10 +101,34 @@ class SamplesLoss(torch.nn.Module):
         ``loss(x, y)`` with uniform weights or ``loss(a, x, b, y)``: x ``(N, D)``, a ``(N,)``,
         y ``(M, D)``, b ``(M,)`` give a scalar; batched x ``(B, N, D)``, a ``(B, N)`` give ``(B,)``.
 
+    Attributes:
+        options: the Sinkhorn options, one checked value
+            (:class:`lazygeom.ot.solver.options.SinkhornOptions`); the attributes ``p``, ``blur``,
+            ``reach``, ``diameter``, ``scaling``, ``truncate``, ``cost``, ``cluster_scale``,
+            ``debias``, ``verbose`` and ``backend`` read it, and setting one (``loss.blur = 0.01``)
+            replaces it by a checked copy.
+        last_run: what the last call ran (:class:`lazygeom.ot.losses.registry.LossRun`: the
+            solver, "tensorized", "online" or "multiscale"; the engine backend of its reductions;
+            the ε-schedule, the residual and the timing), or None before the first call. The
+            call itself returns the loss (a tensor), as GeomLoss's.
+
     Example:
         >>> loss = SamplesLoss("sinkhorn", p=2, blur=0.01, scaling=0.9)
         >>> L = loss(x, y); L.backward()
+        >>> loss.last_run.solver, loss.last_run.engine, loss.last_run.n_iter
     """
+
+    p = _Option()
+    blur = _Option()
+    reach = _Option()
+    diameter = _Option()
+    scaling = _Option()
+    truncate = _Option()
+    cost = _Option()
+    cluster_scale = _Option()
+    debias = _Option()
+    verbose = _Option()
+    backend = _Option()
 
     def __init__(
         self,
@@ -114,68 +148,62 @@ class SamplesLoss(torch.nn.Module):
         backend: str = "auto",
     ):
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "multiscale" and not (loss == "sinkhorn" and multiscale_ok(p, cost)):
-            raise ValueError(f"backend='multiscale' computes the 'sinkhorn' loss with the built-in costs "
-                             f"(p=1 or 2, no cost=...), got loss={loss!r}, p={p!r}, cost={cost!r}")
-        check_multiscale_options(truncate, cluster_scale)
-        if not (isinstance(blur, (int, float)) and blur > 0):
-            raise ValueError(f"blur must be a positive number, got {blur!r}")
-        if loss in ("sinkhorn", "hausdorff"):
-            ground_cost(p, cost)  # checks p and the cost's type
-            epsilon_schedule(p, 1.0, float(blur), float(scaling))  # checks scaling
-        if loss == "sinkhorn":
-            check_reach(reach)
-        if loss in KERNELS:
-            kernel_function(loss, blur, kernel)
-        self.loss, self.p, self.blur, self.reach = loss, p, float(blur), reach
-        self.diameter, self.scaling, self.truncate = diameter, float(scaling), truncate
-        self.cost, self.kernel, self.cluster_scale = cost, kernel, cluster_scale
-        self.debias, self.potentials, self.verbose, self.backend = debias, potentials, verbose, backend
+        kind = LOSSES.get(loss)
+        if kind is None:
+            raise ValueError(f"unknown loss {loss!r}; expected one of {tuple(LOSSES)}")
+        options = SinkhornOptions(p=p, blur=blur, reach=reach, diameter=diameter, scaling=scaling, cost=cost,
+                                  debias=debias, backend=backend, truncate=truncate, cluster_scale=cluster_scale,
+                                  verbose=verbose)
+        if backend not in ("auto",) + kind.solvers:
+            raise ValueError(f"backend={backend!r} does not compute the {loss!r} loss; it takes one of "
+                             f"{('auto',) + kind.solvers} (backend='multiscale': the 'sinkhorn' loss only)")
+        if "kernel" in kind.reads:
+            kernel_function(loss, options.blur, kernel)  # the kernel's own checks
+        self.loss, self.kernel, self.potentials = loss, kernel, potentials
+        self.options = options
+        self._sync_cost()
+        self.last_run: Optional[LossRun] = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Options go through their descriptors (a checked copy of :attr:`options`), the rest to torch."""
+        if isinstance(getattr(type(self), name, None), _Option):
+            object.__setattr__(self, name, value)
+            if name == "cost":
+                self._sync_cost()
+        else:
+            super().__setattr__(name, value)
+
+    def _sync_cost(self) -> None:
+        # a cost that is a torch module is a submodule, as GeomLoss's: its parameters, .to(), state_dict
+        if isinstance(self.options.cost, torch.nn.Module):
+            self._modules["cost"] = self.options.cost
+        else:
+            self._modules.pop("cost", None)
 
     def extra_repr(self) -> str:
+        """The loss, p, blur, reach (when set), scaling and backend, for ``repr(loss)``."""
         reach = f", reach={self.reach}" if self.reach is not None else ""
         return (f"loss={self.loss!r}, p={self.p}, blur={self.blur}{reach}, scaling={self.scaling}, "
                 f"backend={self.backend!r}")
 
     def forward(self, *args: torch.Tensor) -> Output:
-        """``loss(x, y)`` or ``loss(a, x, b, y)``: the loss value(s), or ``(F, G)`` with ``potentials=True``."""
+        """The loss between two measures, or their potentials.
+
+        Args:
+            *args: ``(x, y)`` (uniform weights) or ``(a, x, b, y)``.
+
+        Returns:
+            The loss value(s), or ``(F, G)`` with ``potentials=True``; :attr:`last_run` records
+            what ran.
+        """
         m = parse_measures(args, "SamplesLoss")
         t0 = time.perf_counter()
-        B, N, M = m.sizes
-        if self.loss == "sinkhorn":
-            res, used = solve_measures(m, self.p, self.blur, self.reach, self.diameter, self.scaling,
-                                       self.cost, self.debias, self.backend, truncate=self.truncate,
-                                       cluster_scale=self.cluster_scale, verbose=self.verbose)
-            if self.potentials:
-                F, G = (res.f - res.f_aa, res.g - res.g_bb) if self.debias else (res.f, res.g)
-                out: Output = (m.unbatch(F), m.unbatch(G))
-            else:
-                out = m.unbatch(sinkhorn_cost(m.a, m.b, res))
-            detail = (f"{res.n_iter} iterations, eps {res.eps_history[0]:.3g} -> {res.eps:.3g}, "
-                      f"residual {res.residual:.2g} eps")
-        else:
-            used = choose_backend(self.backend, B, N, M)
-            if self.loss == "hausdorff":
-                softmin = make_softmin(used, m.x, m.y, ground_cost(self.p, self.cost))
-                eps = self.blur**self.p
-                if self.potentials:
-                    F, G = hausdorff_potentials(softmin, eps, m.a, m.b)
-                    out = (m.unbatch(F), m.unbatch(G))
-                else:
-                    out = m.unbatch(hausdorff_loss(softmin, eps, m.a, m.b))
-            else:
-                k = kernel_function(self.loss, self.blur, self.kernel)
-                res_k = kernel_loss(k, used, m.a, m.x, m.b, m.y, potentials=self.potentials)
-                out = (m.unbatch(res_k[0]), m.unbatch(res_k[1])) if self.potentials else m.unbatch(res_k)
-            detail = "one pass"
+        out, run = LOSSES[self.loss].compute(m, self.options, name=self.loss, kernel=self.kernel,
+                                             potentials=self.potentials)
+        self.last_run = dataclasses.replace(run, seconds=time.perf_counter() - t0)
         if self.verbose:
-            print(f"SamplesLoss({self.loss!r}): backend {used!r}, B={B}, N={N}, M={M}, {detail}, "
-                  f"{time.perf_counter() - t0:.3f} s (forward)")
-        return out
+            print(self.last_run.describe())
+        return (m.unbatch(out[0]), m.unbatch(out[1])) if isinstance(out, tuple) else m.unbatch(out)
 
 
-__all__ = ["LOSSES", "SamplesLoss"]
+__all__ = ["LOSSES", "LossRun", "SamplesLoss"]

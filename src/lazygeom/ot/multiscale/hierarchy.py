@@ -9,7 +9,7 @@ Each cloud (all batch items at once) becomes a tree of levels:
   problems is one block-diagonal problem.
 
 The clusters are, by default (``cluster_scale=None``), the nodes of a balanced kd-tree of each
-cloud (:mod:`lazygeom.ot.kdtree`): leaves of at most ``LEAF_SIZE`` points, then every third depth
+cloud (:mod:`lazygeom.sparse.kdtree`): leaves of at most ``LEAF_SIZE`` points, then every third depth
 (8 children per node). They follow the density of each cloud, and both clouds get the same number
 of levels (the solver pairs their levels one to one); a level's ``scale`` is the larger of the two
 clouds' typical cluster sides. With a ``cluster_scale``, the clusters are the cells of grids
@@ -22,7 +22,7 @@ Within a level the nodes are ordered by parent, parents in their own level's ord
 of node ``k`` are the contiguous rows ``children[k]`` of the next finer level, ready for
 block-sparse ranges. ``radius[k]`` bounds the distance of those children to node ``k`` and
 ``extent[k]`` their offsets along each axis: the margins of the kernel truncation
-(:mod:`lazygeom.ot.truncation`).
+(:mod:`lazygeom.ot.multiscale.truncation`).
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class Level:
 
     @property
     def size(self) -> int:
+        """The number of nodes."""
         return self.points.shape[0]
 
 
@@ -84,7 +85,15 @@ class Tree:
     order: torch.Tensor
 
     def unsort(self, t: torch.Tensor, batch: int) -> torch.Tensor:
-        """A ``(1, B·N)`` fine-level vector back in the caller's ``(B, N)`` order (differentiable)."""
+        """A ``(1, B·N)`` fine-level vector back in the caller's ``(B, N)`` order (differentiable).
+
+        Args:
+            t: ``(1, B·N)`` values on the sorted points of the fine level.
+            batch: B.
+
+        Returns:
+            ``(B, N)`` values, in the order of the input points.
+        """
         inverse = torch.empty_like(self.order)
         inverse[self.order] = torch.arange(self.order.numel(), device=self.order.device)
         return t[0, inverse].reshape(batch, -1)
@@ -167,8 +176,11 @@ def _label_levels(x: _Nodes, y: _Nodes, B: int, scale: float, labels) -> tuple[l
 
 
 def _kd_depths(n: int, leaf_size: int) -> list[int]:
-    """The depths of a cloud's cluster levels, fine to coarse: leaves, then every third depth (8
-    children per node) up to the first with at most ``COARSEST`` nodes per batch item."""
+    """The depths of a cloud's cluster levels, fine to coarse.
+
+    The leaves, then every third depth (8 children per node) up to the first with at most
+    ``COARSEST`` nodes per batch item.
+    """
     d = leaf_depth(n, leaf_size)
     depths = [d]
     while 2 ** depths[-1] > COARSEST:
@@ -188,7 +200,7 @@ def _node_side(points: torch.Tensor, weights: torch.Tensor, lab: torch.Tensor) -
 
 
 def _kd_label_levels(x: _Nodes, y: _Nodes, B: int, leaf_size: int) -> tuple[list[_Nodes], list[_Nodes], list[float]]:
-    """Bottom-up kd-tree levels of both clouds (:mod:`lazygeom.ot.kdtree`), as many for x as for y.
+    """Bottom-up kd-tree levels of both clouds (:mod:`lazygeom.sparse.kdtree`), as many for x as for y.
 
     A level's scale is the larger of the two clouds' typical cluster sides (:func:`_node_side`):
     the solver uses a level while that is below a few blurs.
@@ -264,10 +276,12 @@ def build_trees(x: torch.Tensor, a: torch.Tensor, y: torch.Tensor, b: torch.Tens
     """The multiscale trees of two batched clouds: kd-tree levels, or grids of shared sides.
 
     Args:
-        x: ``(B, N, D)`` points (the fine level keeps their autograd graph); a ``(B, N)`` weights.
-        y: ``(B, M, D)``; b ``(B, M)``.
+        x: ``(B, N, D)`` points (the fine level keeps their autograd graph).
+        a: ``(B, N)`` weights of x.
+        y: ``(B, M, D)`` points.
+        b: ``(B, M)`` weights of y.
         cluster_scale: the side of the finest grid, > 0 (ignored for the first level when
-            ``labels`` are given); None: balanced kd-tree levels (:mod:`lazygeom.ot.kdtree`)
+            ``labels`` are given); None: balanced kd-tree levels (:mod:`lazygeom.sparse.kdtree`)
             whose leaves hold at most ``leaf_size`` points.
         labels: optional integer cluster labels ``(lab_x, lab_y)`` shaped like a and b: the
             first cluster level (the ones above it are grids).

@@ -38,9 +38,11 @@ import torch
 
 from ...backends.base import row_range_lists
 from ...backends import policy
+from ...lazy.lazytensor import LazyTensor
 from ...sparse import unique_pairs
 from .._lazy import lazy_i, lazy_j
 from ..costs import GroundCost
+from .hierarchy import Level
 
 #: candidate pairs handled at once (memory: a few tensors of this many entries)
 CHUNK = 1 << 21
@@ -52,7 +54,12 @@ def candidates(parent_pairs: tuple[torch.Tensor, torch.Tensor], rows: torch.Tens
 
     Args:
         parent_pairs: ``(I, J)`` index tensors of the kept pairs of the level above.
-        rows: ``(n_I, 2)`` children ranges of the row parents; cols: ``(n_J, 2)`` of the columns.
+        rows: ``(n_I, 2)`` children ranges of the row parents.
+        cols: ``(n_J, 2)`` children ranges of the column parents.
+        chunk: about how many child pairs to yield at a time (at least one parent pair's).
+
+    Yields:
+        ``(i, j)`` index tensors of child pairs, parent pair after parent pair.
     """
     I, J = parent_pairs
     si, ci = rows[I, 0], rows[I, 1] - rows[I, 0]
@@ -64,10 +71,10 @@ def candidates(parent_pairs: tuple[torch.Tensor, torch.Tensor], rows: torch.Tens
         # as many parent pairs as fit in one chunk (at least one)
         base = int(ends[start - 1]) if start else 0
         stop = max(int(torch.searchsorted(ends, base + chunk, right=True)), start + 1)
-        k = torch.arange(start, stop)
+        k = torch.arange(start, stop, device=I.device)
         n = sizes[k]
         pid = torch.repeat_interleave(k, n)
-        off = torch.arange(int(n.sum())) - torch.repeat_interleave(ends[k] - n - base, n)
+        off = torch.arange(int(n.sum()), device=I.device) - torch.repeat_interleave(ends[k] - n - base, n)
         cjp = cj[pid]
         yield si[pid] + off // cjp, sj[pid] + off % cjp
         start = stop
@@ -96,7 +103,16 @@ class NodeMaps:
 
 def all_candidates(parent_pairs: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor,
                    cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every child pair of the kept parent pairs, in one piece (see :func:`candidates`)."""
+    """Every child pair of the kept parent pairs, in one piece.
+
+    Args:
+        parent_pairs: ``(I, J)``, as :func:`candidates`.
+        rows: ``(n_I, 2)`` children ranges of the row parents.
+        cols: ``(n_J, 2)`` children ranges of the column parents.
+
+    Returns:
+        ``(i, j)`` index tensors of all the child pairs.
+    """
     pieces = list(candidates(parent_pairs, rows, cols))
     return torch.cat([q[0] for q in pieces]), torch.cat([q[1] for q in pieces])
 
@@ -109,6 +125,12 @@ def child_blocks(parent_pairs: tuple[torch.Tensor, torch.Tensor], row_groups: to
     ranges of the row parents); for each kept pair (P, Q), every child J of Q (``col_groups[Q]``)
     contributes one range, ``col_span[J]`` (its own column, or the columns under it).
 
+    Args:
+        parent_pairs: ``(P, Q)`` the kept parent pairs.
+        row_groups: ``(n_P, 2)`` the children ranges of the row parents.
+        col_groups: ``(n_Q, 2)`` the children ranges of the column parents.
+        col_span: ``(n_J, 2)`` the column range of each column child.
+
     Returns:
         ``(ranges, J)``: the 6-tuple (its transposed half empty: reductions over j only) and the
         column node of every listed range.
@@ -119,16 +141,27 @@ def child_blocks(parent_pairs: tuple[torch.Tensor, torch.Tensor], row_groups: to
         P, Q = P[order], Q[order]
     start, count = col_groups[Q, 0], col_groups[Q, 1] - col_groups[Q, 0]
     first = torch.cumsum(count, 0) - count
-    J = torch.repeat_interleave(start - first, count) + torch.arange(int(count.sum()))
-    slices = torch.zeros(row_groups.shape[0], dtype=torch.int64).index_add_(0, P, count).cumsum(0)
-    ranges = (row_groups, slices, col_span[J], col_span, torch.zeros(col_span.shape[0], dtype=torch.int64),
-              torch.zeros(0, 2, dtype=torch.int64))
+    J = torch.repeat_interleave(start - first, count) + torch.arange(int(count.sum()), device=count.device)
+    slices = torch.zeros(row_groups.shape[0], dtype=torch.int64, device=P.device).index_add_(0, P, count).cumsum(0)
+    ranges = (row_groups, slices, col_span[J], col_span,
+              torch.zeros(col_span.shape[0], dtype=torch.int64, device=col_span.device),
+              torch.zeros(0, 2, dtype=torch.int64, device=col_span.device))
     return ranges, J
 
 
 def block_pairs(ranges: tuple, J: torch.Tensor, n_rows: int, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(row, column node)`` of the results ``keep`` (a mask) of a per-range reduction over
-    :func:`child_blocks` (the per-row lists of :func:`lazygeom.backends.base.row_range_lists`)."""
+    """The ``(row, column node)`` of the results ``keep`` of a per-range reduction over :func:`child_blocks`.
+
+    Args:
+        ranges: the ranges of :func:`child_blocks` (per-row lists of
+            :func:`lazygeom.backends.base.row_range_lists`).
+        J: the column node of every listed range.
+        n_rows: the number of rows.
+        keep: a mask over the reduction's results.
+
+    Returns:
+        ``(rows, cols)`` of the kept results.
+    """
     start, counts = row_range_lists(ranges[0], ranges[1], n_rows)
     offsets = torch.cumsum(counts, 0) - counts
     native = policy.capability("pair_sorting", start, J, keep)
@@ -148,10 +181,13 @@ def select_pairs(P: NodeMaps, Q: NodeMaps, parent_pairs: tuple[torch.Tensor, tor
     Every row node also keeps its best partner, and every column node likewise.
 
     Args:
-        P, Q: the row and column nodes (the children of the parents) with their maps.
+        P: the row nodes (the children of the parents) with their maps.
+        Q: the column nodes with their maps.
         parent_pairs: ``(I, J)`` the kept pairs one level up.
-        row_groups, col_groups: ``(n_parents, 2)`` the children ranges of the row and column parents.
-        eps, lam: temperature and damping of the next update.
+        row_groups: ``(n_parents, 2)`` the children ranges of the row parents.
+        col_groups: ``(n_parents, 2)`` the children ranges of the column parents.
+        eps: the temperature of the next update.
+        lam: its damping λ.
         truncate: τ, in units of ε.
         p: 1 or 2 (the margin of the module docstring).
         cost: the ground cost (its LazyTensor formula).
@@ -175,15 +211,94 @@ def select_pairs(P: NodeMaps, Q: NodeMaps, parent_pairs: tuple[torch.Tensor, tor
     with torch.no_grad():
         bound = e.max(dim=1, ranges=ranges, per_range=True, backend=backend)[:, 0]
     i, j = block_pairs(ranges, J, nP, ~(bound < -truncate * eps))  # NaN (a node that sees no mass): kept
-    rows = torch.cat((i, torch.arange(nP), Q.best))
-    cols = torch.cat((j, P.best, torch.arange(nQ)))
+    rows = torch.cat((i, torch.arange(nP, device=i.device), Q.best))
+    cols = torch.cat((j, P.best, torch.arange(nQ, device=j.device)))
     return (*unique_pairs(rows, cols, nQ), bound.numel())
 
 
-def unit_ranges(n: int) -> torch.Tensor:
-    k = torch.arange(n)
+def node_maps(nodes: Level, cols: torch.Tensor, col_node: Optional[torch.Tensor], pot: torch.Tensor,
+              log_w: torch.Tensor, ranges: tuple, eps: float, lam: float, cost: GroundCost,
+              backend: Optional[str] = None) -> NodeMaps:
+    """f̂, T and the best partners at ``nodes``, as reductions over the columns ``cols``.
+
+    f̂(X) = λ softmin_ε(C(X, ·), log w + pot/ε) and T(X) its soft-max barycentre of the columns.
+
+    Args:
+        nodes: the level whose nodes get the maps.
+        cols: ``(m, D)`` the column points.
+        col_node: ``(m,)`` each column's node on the other side (None: the columns are nodes).
+        pot: ``(1, m)`` the columns' potential.
+        log_w: ``(m,)`` the columns' log-weights.
+        ranges: the block-sparse 6-tuple of the reductions.
+        eps: the temperature ε.
+        lam: the damping λ.
+        cost: the ground cost.
+        backend: the lazygeom reduction backend (None: the configured one).
+
+    Returns:
+        The :class:`NodeMaps` of the nodes.
+    """
+    h = log_w + pot[0] / eps
+    inv_eps = torch.full((1,), 1.0 / eps, dtype=h.dtype, device=h.device)
+    F = lazy_j(h[:, None]) - cost.formula(nodes.points.detach(), cols) * LazyTensor(inv_eps)
+    lse = F.logsumexp(dim=1, ranges=ranges, backend=backend)[:, 0]
+    T = F.sumsoftmaxweight(lazy_j(cols), dim=1, ranges=ranges, backend=backend)
+    best = F.argmax(dim=1, ranges=ranges, backend=backend)[:, 0]
+    best = best if col_node is None else col_node[best]
+    return NodeMaps(nodes.points.detach(), nodes.radius, nodes.extent, -lam * eps * lse, T, best)
+
+
+def point_block_pairs(maps: NodeMaps, pairs: tuple[torch.Tensor, torch.Tensor],
+                      groups: tuple[torch.Tensor, torch.Tensor], col_children: torch.Tensor, pts: torch.Tensor,
+                      pot: torch.Tensor, lam: float, thr: float, cost: GroundCost,
+                      backend: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The child pairs (I, J) of ``pairs`` whose bound on their point pairs' exponents is not below ``thr``.
+
+    The bound is on max over i in I, j in J of f̂(x_i) + h_j − C(x_i, y_j): one per-range
+    max-reduction (:func:`child_blocks`) whose rows are the row nodes I (the node's f̂, T,
+    extents) and each row lists the points j under each candidate partner J, with their current
+    potentials h (module docstring for the margin).
+
+    Args:
+        maps: the row nodes' maps.
+        pairs: ``(I0, J0)`` the kept parent pairs.
+        groups: ``(row_groups, col_groups)`` the children ranges of the row and column parents.
+        col_children: ``(n_J, 2)`` the point range under each column node.
+        pts: ``(m, D)`` the column points.
+        pot: ``(1, m)`` their current potential.
+        lam: the damping λ.
+        thr: the threshold −τ·ε.
+        cost: the ground cost (p = 1 or 2).
+        backend: the lazygeom reduction backend (None: the configured one).
+
+    Returns:
+        ``(I, J, n_candidates)``.
+    """
+    ranges, J = child_blocks(pairs, groups[0], groups[1], col_children)
+    X = maps.points
+    F = lazy_i(maps.f[:, None]) + lazy_j(pot[0][:, None]) - cost.formula(X, pts)
+    if cost.p == 2:  # Σ_d |∂ₓ(f̂(x) − C(x, y_j))_d| h_I,d, with ∂ₓ = λ(X_I − T_I) − X_I + y_j at X_I
+        grad = lazy_i(lam * (X - maps.T) - X) + lazy_j(pts)
+        F = F + (grad.abs() * lazy_i(maps.extent)).sum(-1)
+    else:
+        F = F + 2 * lazy_i(maps.radius[:, None])
+    bound = F.max(dim=1, ranges=ranges, per_range=True, backend=backend)[:, 0]
+    return (*block_pairs(ranges, J, X.shape[0], ~(bound < thr)), bound.numel())  # NaN: kept
+
+
+def unit_ranges(n: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """The ranges ``[k, k + 1)`` of n nodes of one point each.
+
+    Args:
+        n: the number of nodes.
+        device: the device of the ranges.
+
+    Returns:
+        ``(n, 2)`` int64 ranges.
+    """
+    k = torch.arange(n, device=device)
     return torch.stack((k, k + 1), dim=1)
 
 
-__all__ = ["CHUNK", "NodeMaps", "all_candidates", "block_pairs", "candidates", "child_blocks", "select_pairs",
-           "unique_pairs", "unit_ranges"]
+__all__ = ["CHUNK", "NodeMaps", "all_candidates", "block_pairs", "candidates", "child_blocks", "node_maps",
+           "point_block_pairs", "select_pairs", "unique_pairs", "unit_ranges"]

@@ -1,6 +1,6 @@
 """Jacobi Sinkhorn steps from the plan's marginals: one pass over the pairs instead of two.
 
-The loop's averaged update (:func:`lazygeom.ot.sinkhorn.sinkhorn_loop`) computes
+The loop's averaged update (:func:`lazygeom.ot.solver.loop.sinkhorn_loop`) computes
 
     f̃ = softmin_ε(C_xy, log b + g/ε),   g̃ = softmin_ε(C_yx, log a + f/ε)
 
@@ -10,9 +10,9 @@ exponential. With the plan's exponents z_ij = (f_i + g_j − C(x_i, y_j)) / ε,
     f̃_i = f_i − ε log Σ_j b_j exp(z_ij),   g̃_j = g_j − ε log Σ_i a_i exp(z_ij):
 
 the row and column sums of one matrix (the plan divided by a_i, resp. b_j), computed in one pass
-by the backend capability ``plan_marginals`` (:func:`lazygeom.backends.policy.capability`). A self-interaction (f_aa on x) is
-symmetric: the pass visits the pairs I <= J of its blocks only, each off-diagonal pair feeding
-both its row and its column.
+by the backend capability ``plan_marginals`` (:func:`lazygeom.backends.policy.capability`). A
+self-interaction (f_aa on x) is symmetric: the pass visits the pairs I <= J of its blocks only,
+each off-diagonal pair feeding both its row and its column.
 
 Near the fixed point the sums are about 1, so no max pass is needed. Where one is outside
 [``TINY``, 1/``TINY``] (potentials far from consistent: exponents that could overflow or
@@ -22,20 +22,21 @@ LogSumExp reductions.
 
 Multiscale (``floor_z = −truncate``): a row also skips a column node whose exponents are provably
 below −truncate (a bound from the node's bounding box and largest potential), the same guarantee
-as the block truncation (:mod:`lazygeom.ot.truncation`) but per point.
+as the block truncation (:mod:`lazygeom.ot.multiscale.truncation`) but per point.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import torch
 
 from ...backends import policy
 from ...backends.base import PairBlocks
 from ...sparse import unique_pairs
+from ..costs import GroundCost
 
 #: the accepted range of the sums, [TINY, 1/TINY] (their terms are float32 exponentials, which
 #: lose precision below 1e-38)
@@ -45,7 +46,17 @@ DENSE_ROWS, DENSE_COLS = 64, 256
 
 
 def applies(x: torch.Tensor, y: torch.Tensor, p: Optional[int], engine_backend: Optional[str]) -> bool:
-    """Whether the compiled pass can replace the LogSumExp reductions for these points."""
+    """Whether the compiled pass can replace the LogSumExp reductions for these points.
+
+    Args:
+        x: the row points.
+        y: the column points.
+        p: the cost's exponent (1 or 2 for the built-in costs, None for a custom cost).
+        engine_backend: the engine backend requested (None: the configured one).
+
+    Returns:
+        True when the backend that would run these tensors offers ``plan_marginals``.
+    """
     return p in (1, 2) and policy.capability("plan_marginals", x, y, backend=engine_backend) is not None
 
 
@@ -58,9 +69,20 @@ def _boxes(points: torch.Tensor, spans: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def sparse_blocks(rows: torch.Tensor, spans: torch.Tensor, I: torch.Tensor, J: torch.Tensor, cols: torch.Tensor,
                   symmetric: bool) -> PairBlocks:
-    """The blocks of the node pairs (I, J) sorted by (I, J): row nodes ``rows`` (their point
-    ranges), column nodes ``spans`` over the points ``cols``. ``symmetric``: (I, J) is a
-    self-interaction's pair set; the blocks list the pairs I <= J of its symmetric closure."""
+    """The blocks of the node pairs (I, J), sorted by (I, J).
+
+    Args:
+        rows: ``(P, 2)`` the row nodes' point ranges.
+        spans: ``(Q, 2)`` the column nodes' point ranges.
+        I: the row node of each pair.
+        J: the column node of each pair.
+        cols: ``(m, D)`` the column points (for the nodes' bounding boxes).
+        symmetric: (I, J) is a self-interaction's pair set; the blocks list the pairs I <= J of
+            its symmetric closure.
+
+    Returns:
+        The :class:`lazygeom.backends.base.PairBlocks` of the ``plan_marginals`` pass.
+    """
     if symmetric:
         both_I, both_J = torch.cat((I, J)), torch.cat((J, I))
         upper = both_I <= both_J
@@ -68,8 +90,7 @@ def sparse_blocks(rows: torch.Tensor, spans: torch.Tensor, I: torch.Tensor, J: t
     else:
         I, J = unique_pairs(I, J, spans.shape[0])  # kept as they are when already in order
     counts = torch.bincount(I, minlength=rows.shape[0])
-    return PairBlocks(rows.contiguous(), counts.cumsum(0), J.contiguous(), spans.contiguous(),
-                             *_boxes(cols, spans))
+    return PairBlocks(rows.contiguous(), counts.cumsum(0), J.contiguous(), spans.contiguous(), *_boxes(cols, spans))
 
 
 def _chunks(n: int, size: int, offset: int) -> torch.Tensor:
@@ -78,7 +99,17 @@ def _chunks(n: int, size: int, offset: int) -> torch.Tensor:
 
 
 def dense_blocks(B: int, N: int, M: int, symmetric: bool) -> PairBlocks:
-    """Every pair of each batch item (rows b·N + i, columns b·M + j): the online operator's blocks."""
+    """Every pair of each batch item (rows b·N + i, columns b·M + j): the online operator's blocks.
+
+    Args:
+        B: the batch size.
+        N: the rows per batch item.
+        M: the columns per batch item.
+        symmetric: a self-interaction (N = M): the pairs of node c and the later nodes only.
+
+    Returns:
+        The :class:`lazygeom.backends.base.PairBlocks` (CPU tensors: the pass runs on CPU).
+    """
     rows = torch.cat([_chunks(N, DENSE_ROWS, b * N) for b in range(B)])
     spans = rows if symmetric else torch.cat([_chunks(M, DENSE_COLS, b * M) for b in range(B)])
     per_r, per_c = -(-N // DENSE_ROWS), spans.shape[0] // B
@@ -100,8 +131,12 @@ def step(blocks: PairBlocks, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, 
 
     Args:
         blocks: the pairs (:func:`sparse_blocks` or :func:`dense_blocks`).
-        x, y: ``(n, D)``, ``(m, D)`` the points (detached); for a self-interaction y is x.
-        u, v: ``(n,)``, ``(m,)`` potentials; u_log, v_log the log-weights.
+        x: ``(n, D)`` the row points (detached).
+        y: ``(m, D)`` the column points; for a self-interaction y is x.
+        u: ``(n,)`` the rows' potentials.
+        v: ``(m,)`` the columns' potentials.
+        u_log: ``(n,)`` the rows' log-weights.
+        v_log: ``(m,)`` the columns' log-weights.
         p: the cost exponent (1 or 2).
         eps: the temperature.
         symmetric: a self-interaction (v is u); only the rows' update is returned.
@@ -116,8 +151,11 @@ def step(blocks: PairBlocks, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, 
 
 
 def _step(blocks, x, y, u, v, u_log, v_log, p, eps, symmetric, floor_z, grad):
-    """:func:`step` and the pass's sums (R, S) with the moments ``grad`` asks for
-    (the ``plan_marginals`` capability, :mod:`lazygeom.backends.policy`): ``(new_u, new_v, R, S)`` or None."""
+    """:func:`step` and the pass's sums (R, S) with the moments ``grad`` asks for.
+
+    The pass is the ``plan_marginals`` capability (:mod:`lazygeom.backends.policy`); returns
+    ``(new_u, new_v, R, S)`` or None.
+    """
     # applies() has checked the requested engine backend: here, the implementation for these tensors
     native = policy.capability("plan_marginals", x, y, backend="auto")
     R, S = native.plan_marginals(blocks, x, u / eps, u_log.exp(), y, v / eps, v_log.exp(), p, eps, floor_z,
@@ -138,7 +176,7 @@ class _Envelope(torch.autograd.Function):
     """The final extrapolation's outputs, differentiable with respect to their row points.
 
     Forward: the values computed by the pass (given). Backward: the envelope-step gradients of
-    :func:`lazygeom.ot.sinkhorn.sinkhorn_loop` (soft-min with its h detached, the cost
+    :func:`lazygeom.ot.solver.loop.sinkhorn_loop` (soft-min with its h detached, the cost
     differentiated in its row points): ∂f̃_i/∂x_i = Σ_j P_ij ∇ₓC(x_i, y_j), P_ij = B_j
     exp(z_ij) / R_i the plan's row i over the pairs the forward pass summed: the forward pass
     also sums the gradient's moments (:attr:`Envelope.R`), and the backward divides them. Under
@@ -199,20 +237,50 @@ class Envelope:
     fallback: Callable[[], tuple]
 
 
-def jacobi_step(op, blocks: PairBlocks, eps: float, pair: str, u: torch.Tensor, v: torch.Tensor,
+class PairOperator(Protocol):
+    """What :func:`jacobi_step` reads of a soft-min operator: its points, its cost and its soft-min."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    cost: GroundCost
+
+    def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor:
+        """The operator's soft-min (:class:`lazygeom.ot.solver.softmin.SoftminOperator`).
+
+        Args:
+            eps: the temperature.
+            pair: the rows and the columns.
+            h: what the columns carry.
+            grad: "rows" here: the final step's differentiable fallback.
+
+        Returns:
+            The rows' soft-min.
+        """
+        ...
+
+
+def jacobi_step(op: PairOperator, blocks: PairBlocks, eps: float, pair: str, u: torch.Tensor, v: torch.Tensor,
                 u_log: torch.Tensor, v_log: torch.Tensor, grad: str = "none",
                 floor_z: float = -math.inf) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
-    """A soft-min operator's ``step`` (:class:`lazygeom.ot.softmin.SoftminOperator`) through :func:`step`.
+    """A soft-min operator's ``step`` (:class:`lazygeom.ot.solver.softmin.SoftminOperator`) through :func:`step`.
 
     Args:
         op: the operator (its points ``x``, ``y``, ``cost``, and its soft-min for the
             differentiable fallback).
         blocks: the pairs of ``pair``.
-        eps, pair, u, v, u_log, v_log: as the operator's ``step``: potentials and log-weights of
-            the rows and columns, shaped like the operator's soft-min outputs.
+        eps: the temperature ε.
+        pair: "xy", "xx" or "yy".
+        u: the rows' potentials, shaped like the operator's soft-min outputs.
+        v: the columns' potentials.
+        u_log: the rows' log-weights.
+        v_log: the columns' log-weights.
         grad: "none", or "rows": the final step's values, differentiable like
             ``softmin(..., grad="rows")`` (:func:`differentiable`).
         floor_z: the per-row skip threshold.
+
+    Returns:
+        The rows' and the columns' updates (the second None for a self-interaction), or None
+        where the pass's sums leave the safe range.
     """
     rows = op.x if pair[0] == "x" else op.y
     cols = op.x if pair[1] == "x" else op.y
@@ -243,10 +311,20 @@ def jacobi_step(op, blocks: PairBlocks, eps: float, pair: str, u: torch.Tensor, 
 
 def differentiable(rows: torch.Tensor, cols: torch.Tensor, new_u: torch.Tensor, new_v: Optional[torch.Tensor],
                    spec: Envelope) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """The values of a final (envelope) step, with the gradients of the soft-mins they equal:
-    new_u with respect to the row points, new_v (None for a self-interaction) to the columns."""
+    """The values of a final (envelope) step, with the gradients of the soft-mins they equal.
+
+    Args:
+        rows: the row points (their gradient: new_u's).
+        cols: the column points (their gradient: new_v's).
+        new_u: the rows' new potentials.
+        new_v: the columns' new potentials (None for a self-interaction).
+        spec: the pass's sums and moments, and the differentiable fallback.
+
+    Returns:
+        ``(new_u, new_v)``, differentiable with respect to ``rows`` and ``cols``.
+    """
     return _Envelope.apply(rows, cols, new_u.detach(), None if new_v is None else new_v.detach(), spec)
 
 
-__all__ = ["DENSE_COLS", "DENSE_ROWS", "Envelope", "TINY", "applies", "dense_blocks", "differentiable", "jacobi_step",
-           "sparse_blocks", "step"]
+__all__ = ["DENSE_COLS", "DENSE_ROWS", "Envelope", "PairOperator", "TINY", "applies", "dense_blocks", "differentiable",
+           "jacobi_step", "sparse_blocks", "step"]

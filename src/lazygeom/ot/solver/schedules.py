@@ -55,6 +55,13 @@ def max_diameter(x: torch.Tensor, y: torch.Tensor) -> float:
 
     It bounds every distance |x_i - y_j|, |x_i - x_k| and |y_j - y_l|, so that ε₀ = diameter^p is
     large enough for the first iterations to be nearly exact whatever the potentials.
+
+    Args:
+        x: ``(..., N, D)`` points.
+        y: ``(..., M, D)`` points.
+
+    Returns:
+        The diagonal's length (0 when all the points coincide).
     """
     pts = torch.cat([x.detach().reshape(-1, x.shape[-1]), y.detach().reshape(-1, y.shape[-1])])
     lo, hi = pts.min(0).values, pts.max(0).values

@@ -15,7 +15,7 @@ and ``grad``:
 
 - ``"none"``: no autograd graph (the loop itself runs under ``torch.no_grad``);
 - ``"rows"``: the cost keeps its gradient with respect to the row points only (the final
-  extrapolation step: envelope theorem, see :mod:`lazygeom.ot.sinkhorn`); the caller detaches h;
+  extrapolation step: envelope theorem, see :mod:`lazygeom.ot.solver.loop`); the caller detaches h;
 - ``"all"``: gradients flow to both point clouds and to h (the Hausdorff divergence).
 
 Shapes: x ``(B, N, D)``, y ``(B, M, D)``; h ``(B, #columns)``; the output is ``(B, #rows)``.
@@ -36,6 +36,7 @@ from ...lazy.lazytensor import LazyTensor
 from . import marginals
 from .._lazy import lazy_j
 from ..costs import GroundCost
+from .engine import DENSE, engine_for
 
 PAIRS = ("xy", "yx", "xx", "yy")
 GRAD_MODES = ("none", "rows", "all")
@@ -56,14 +57,37 @@ class SoftminOperator(Protocol):
     """What the Sinkhorn loop needs: ``softmin(eps, pair, h, grad)`` -> ``(B, #rows)``.
 
     An operator may also have ``step(eps, pair, u, v, u_log, v_log, grad)``: both sides' updates
-    of a Jacobi step in one pass (:mod:`lazygeom.ot.marginals`; ``grad="rows"`` for the final
-    step), or None where it does not apply.
+    of a Jacobi step in one pass (:mod:`lazygeom.ot.solver.marginals`; ``grad="rows"`` for the final
+    step), or None where it does not apply; and the attributes ``solver`` (its name:
+    "tensorized", "online", "multiscale") and ``engine`` (the engine backend that runs its
+    reductions, :mod:`lazygeom.ot.solver.engine`), which the loop records in its result.
     """
 
-    def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor: ...
+    def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor:
+        """``softmin_ε(C_pair, h)``: ``(B, #rows)`` from h ``(B, #columns)`` (module docstring).
+
+        Args:
+            eps: the temperature ε.
+            pair: "xy", "yx", "xx" or "yy" (rows, columns).
+            h: the log-weights plus potentials of the columns, ``(B, #columns)``.
+            grad: "none", "rows" or "all" (module docstring).
+
+        Returns:
+            ``(B, #rows)``: −ε log Σ_j exp(h_j − C_ij / ε).
+        """
+        ...
 
 
-def _check(pair: str, grad: str) -> None:
+def check_softmin_call(pair: str, grad: str) -> None:
+    """Check a soft-min call's ``pair`` and ``grad`` (module docstring).
+
+    Args:
+        pair: one of :data:`PAIRS`.
+        grad: one of :data:`GRAD_MODES`.
+
+    Raises:
+        ValueError: an unknown pair or gradient mode.
+    """
     if pair not in PAIRS:
         raise ValueError(f"softmin: pair must be one of {PAIRS}, got {pair!r}")
     if grad not in GRAD_MODES:
@@ -71,10 +95,21 @@ def _check(pair: str, grad: str) -> None:
 
 
 class _PointPairs:
+    """The two point clouds of an operator and its cost, and which of them carry gradients."""
+
     def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: GroundCost):
         self.x, self.y, self.cost = x, y, cost
 
     def points(self, pair: str, grad: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows' and the columns' points of ``pair``, detached as ``grad`` asks.
+
+        Args:
+            pair: "xy", "yx", "xx" or "yy".
+            grad: "none" (both detached), "rows" (the columns detached) or "all".
+
+        Returns:
+            ``(rows, cols)``, ``(B, #rows, D)`` and ``(B, #columns, D)``.
+        """
         rows = self.x if pair[0] == "x" else self.y
         cols = self.x if pair[1] == "x" else self.y
         if grad == "none":
@@ -90,6 +125,9 @@ class TensorizedSoftmin(_PointPairs):
     Memory: up to three B·N·M matrices (xy, xx, yy) plus one temporary per call.
     """
 
+    solver = "tensorized"
+    engine = DENSE
+
     def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: GroundCost):
         super().__init__(x, y, cost)
         self._C: dict[str, torch.Tensor] = {}
@@ -103,7 +141,19 @@ class TensorizedSoftmin(_PointPairs):
         return self._C[pair]
 
     def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor:
-        _check(pair, grad)
+        """The soft-min over the dense cost matrix (:meth:`SoftminOperator.__call__`).
+
+        Args:
+            eps: the temperature ε (a new ε reuses the stored matrices).
+            pair: which cost matrix: "xy", "xx", "yy", or "yx" (the transpose of the stored "xy").
+            h: ``(B, #columns)`` log-weights plus potentials / ε.
+            grad: "none" (the stored matrices, no graph), or "rows" and "all" (a fresh matrix
+                with the graph of the points that need it).
+
+        Returns:
+            ``(B, #rows)``: −ε log Σ_j exp(h_j − C_ij / ε), a dense logsumexp.
+        """
+        check_softmin_call(pair, grad)
         if grad != "none":
             C = self.cost.matrix(*self.points(pair, grad))
             return -eps * (h[:, None, :] - C / eps).logsumexp(2)
@@ -121,9 +171,12 @@ class OnlineSoftmin(_PointPairs):
             :func:`lazygeom.config`).
     """
 
+    solver = "online"
+
     def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: GroundCost, engine_backend: Optional[str] = None):
         super().__init__(x, y, cost)
         self.engine_backend = engine_backend
+        self._engine: Optional[str] = None
         self._cached: dict[str, tuple[torch.Tensor, torch.Tensor, LazyTensor]] = {}
         self._blocks: dict = {}  # the dense pair blocks of ``step``, per pair
 
@@ -132,8 +185,28 @@ class OnlineSoftmin(_PointPairs):
         # 1 / ε is a kernel *parameter*, not a constant: one compiled kernel serves every ε
         return lazy_j(h[..., None]) - C_ij * LazyTensor(inv_eps)
 
+    @property
+    def engine(self) -> str:
+        """The engine backend that runs the reductions (:func:`lazygeom.ot.solver.engine.engine_for`)."""
+        if self._engine is None:
+            self._engine = engine_for(self.engine_backend, self.x, self.y)
+        return self._engine
+
     def __call__(self, eps: float, pair: str, h: torch.Tensor, grad: str = "none") -> torch.Tensor:
-        _check(pair, grad)
+        """The soft-min as a LazyTensor LogSumExp reduction (:meth:`SoftminOperator.__call__`).
+
+        Args:
+            eps: the temperature, a parameter of the compiled formula (one kernel serves every ε).
+            pair: the formula's rows and columns.
+            h: ``(B, #columns)``, the j-variable; without graph it is copied into the buffer of
+                the pair's cached formula.
+            grad: "none" (the cached formula) or "rows" and "all" (a new formula whose points keep
+                their graph).
+
+        Returns:
+            ``(B, #rows)`` soft-mins from one reduction over j.
+        """
+        check_softmin_call(pair, grad)
         if grad != "none":
             inv_eps = torch.full((1,), 1.0 / eps, dtype=h.dtype, device=h.device)
             F = self._formula(pair, grad, h, inv_eps)
@@ -152,8 +225,22 @@ class OnlineSoftmin(_PointPairs):
 
     def step(self, eps: float, pair: str, u: torch.Tensor, v: torch.Tensor, u_log: torch.Tensor,
              v_log: torch.Tensor, grad: str = "none") -> Optional[tuple[torch.Tensor, Optional[torch.Tensor]]]:
-        """Both updates of a Jacobi step over every pair, in one pass (:mod:`lazygeom.ot.marginals`);
-        None where the pass does not apply or its sums leave the safe range."""
+        """Both updates of a Jacobi step over every pair, in one pass (:mod:`lazygeom.ot.solver.marginals`).
+
+        Args:
+            eps: the temperature ε.
+            pair: "xy", "xx" or "yy" (rows, columns).
+            u: ``(B, #rows)`` the rows' potentials.
+            v: ``(B, #columns)`` the columns' potentials (u itself for a self-interaction).
+            u_log: the rows' log-weights, shaped like u.
+            v_log: the columns' log-weights, shaped like v.
+            grad: "none", or "rows" for the final (differentiable) step.
+
+        Returns:
+            ``(softmin(pair, v_log + v/ε), softmin(reversed pair, u_log + u/ε))`` (the second
+            None for a self-interaction), or None where the pass does not apply or its sums
+            leave the safe range.
+        """
         rows, cols = self.points(pair, "none")
         if not marginals.applies(rows, cols, self.cost.p, self.engine_backend):
             return None
@@ -178,6 +265,9 @@ def choose_backend(backend: str, B: int, N: int, M: int, D: Optional[int] = None
 
     Args:
         backend: "auto", "tensorized", "online" or "multiscale".
+        B: the number of problems of the batch.
+        N: the points of the first cloud (per problem).
+        M: the points of the second cloud.
         D: the points' dimension (for "auto"'s multiscale rule).
         multiscale: whether the problem can use the multiscale solver (Sinkhorn with a built-in
             cost); "multiscale" is refused otherwise.
@@ -206,16 +296,28 @@ def choose_backend(backend: str, B: int, N: int, M: int, D: Optional[int] = None
     return backend
 
 
-def make_softmin(backend: str, x: torch.Tensor, y: torch.Tensor, cost: GroundCost) -> SoftminOperator:
-    """The soft-min operator of a resolved backend ("tensorized" or "online")."""
+def make_softmin(backend: str, x: torch.Tensor, y: torch.Tensor, cost: GroundCost,
+                 engine_backend: Optional[str] = None) -> SoftminOperator:
+    """The soft-min operator of a resolved backend.
+
+    Args:
+        backend: "tensorized" or "online".
+        x: ``(B, N, D)`` points.
+        y: ``(B, M, D)`` points.
+        cost: the ground cost.
+        engine_backend: the online operator's reduction backend (None: the configured one).
+
+    Returns:
+        A :class:`TensorizedSoftmin` or an :class:`OnlineSoftmin`.
+    """
     if backend == "tensorized":
         return TensorizedSoftmin(x, y, cost)
     if backend == "online":
-        return OnlineSoftmin(x, y, cost)
+        return OnlineSoftmin(x, y, cost, engine_backend)
     raise ValueError(f"make_softmin: expected 'tensorized' or 'online', got {backend!r}")
 
 
 __all__ = [
     "BACKENDS", "OnlineSoftmin", "SoftminOperator", "TENSORIZED_MAX_ENTRIES", "TensorizedSoftmin",
-    "choose_backend", "make_softmin",
+    "check_softmin_call", "choose_backend", "make_softmin",
 ]
