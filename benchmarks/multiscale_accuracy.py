@@ -13,7 +13,8 @@ Columns: the relative differences of the loss and of its gradient in x (l2 norms
 online solver and against the multiscale solver without truncation (``truncate=None``: same
 hierarchy, same path; this isolates the truncation's error, while the difference with the online
 solver also holds the two paths' convergence gap), the time of each solve (forward + backward),
-and the fraction of the point pairs within the last xy update's bound. Writes ``results/multiscale_accuracy.md``/``.json``.
+and the fraction of the point pairs within the last xy update's bound. Writes
+``results/multiscale_accuracy.md``/``.json``.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def main(argv=None) -> int:
         "",
         f"N = M = {args.n:,}, D = 3, float64, blur {args.blur}, scaling 0.8 + {args.extra} iterations at the "
         f"target ε (online residual {r1:.2g} ε), p = 2, debiased, multiscale "
-        f"{'kd-tree clusters (the default)' if args.cluster_scale is None else f'`cluster_scale={args.cluster_scale}`'}; "
+        + ("kd-tree clusters (the default); " if args.cluster_scale is None
+           else f"`cluster_scale={args.cluster_scale}`; ") +
         "x uniform in the unit cube, y normal (0.5, 0.15²); "
         f"{args.threads} threads. Time: one solve, forward + gradient in x.",
         "",

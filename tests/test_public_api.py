@@ -20,7 +20,7 @@ PUBLIC = [
     ("lazygeom.linalg", ["solve", "aslinearoperator", "ConvergenceWarning"]),
     ("lazygeom.ot", ["SamplesLoss", "sinkhorn", "sinkhorn_loop", "SinkhornResult", "transport_plan",
                      "barycentric_map", "epsilon_schedule", "max_diameter", "ground_cost", "OnlineSoftmin",
-                     "TensorizedSoftmin"]),  # geomloss
+                     "TensorizedSoftmin", "SinkhornOptions"]),  # geomloss
     ("lazygeom.backends", ["available_backends", "select_backend", "capability", "Call", "Backend"]),
     ("lazygeom.formula", ["Node", "var", "const", "make", "vjp"]),
     ("lazygeom.reductions", ["Reduction"]),
@@ -64,9 +64,10 @@ def test_command_entry_point():
 
 # --- every public function and method is typed and documented ---------------------------------------
 
-#: the modules whose ``__all__`` is walked (lazygeom.ot and lazygeom.backends are not walked yet)
+#: the modules whose ``__all__`` is walked
 TYPED_MODULES = ["lazygeom", "lazygeom.lazy", "lazygeom.numpy", "lazygeom.cluster", "lazygeom.sparse",
-                 "lazygeom.linalg", "lazygeom.cli", "lazygeom.formula"]
+                 "lazygeom.linalg", "lazygeom.cli", "lazygeom.formula", "lazygeom.reductions", "lazygeom.backends",
+                 "lazygeom.ot"]
 
 
 def _unwrap(attr):

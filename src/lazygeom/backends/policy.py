@@ -58,6 +58,18 @@ def select_backend(name: str, call: Call, args: Sequence) -> Backend:
       is present (else the reference backend, with one warning); the reference backend otherwise.
     - ``"triton"`` (pykeops' ``"GPU"``): the Triton backend; CPU tensors are copied to the GPU and
       back, or run in Triton's interpreter when ``TRITON_INTERPRET=1`` (tests).
+
+    Args:
+        name: the requested backend (a name of :data:`lazygeom.settings.BACKENDS`, pykeops'
+            ``"CPU"``/``"GPU"`` included).
+        call: the reduction call.
+        args: its tensors, in the call's layout.
+
+    Returns:
+        The backend object that runs the call.
+
+    Raises:
+        BackendUnavailable: the requested backend cannot run here or cannot run this call.
     """
     name = normalize_backend(name)
     if name == "reference":

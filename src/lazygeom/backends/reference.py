@@ -85,11 +85,16 @@ def _tiles(call: Call, width: int, budget: int) -> tuple[int, int]:
 
 
 class ReferenceBackend:
-    """Pure-PyTorch tiled evaluation (see module docstring)."""
+    """Pure-PyTorch tiled evaluation (see module docstring).
+
+    Args:
+        tile_elements: the largest number of elements of one node's values over a tile (rows x
+            columns x components): what bounds the memory of one step.
+    """
 
     name = "reference"
 
-    def __init__(self, tile_elements: int = TILE_ELEMENTS):
+    def __init__(self, tile_elements: int = TILE_ELEMENTS) -> None:
         self.tile_elements = tile_elements
 
     def supports(self, call: Call, args: Sequence[torch.Tensor]) -> bool:

@@ -10,8 +10,6 @@ a seed and a ``say`` callback (``print`` by default), and return immutable resul
 from __future__ import annotations
 
 import math
-import os
-import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -19,6 +17,7 @@ from typing import Callable, Optional
 import torch
 
 from ..lazy.lazytensor import LazyTensor, Vi, Vj
+from .machine import gb, machine_ram_bytes, peak_rss, reset_peak_rss
 
 Say = Callable[[str], None]
 
@@ -47,60 +46,6 @@ QUICK = DemoSizes(knn_n=300, knn_m=2_000, knn_d=50, k=10, knn_check=100, kernel_
 DEFAULT = DemoSizes(knn_n=2_000, knn_m=20_000, knn_d=50, k=10, knn_check=200, kernel_n=None, kernel_check=100)
 #: the kernel product at N = M = 100,000, where a dense N x M float32 matrix needs 40 GB
 FULL = DemoSizes(knn_n=2_000, knn_m=20_000, knn_d=50, k=10, knn_check=200, kernel_n=100_000, kernel_check=100)
-
-
-# --------------------------------------------------------------------------------------------
-# machine facts
-# --------------------------------------------------------------------------------------------
-
-
-def machine_ram_bytes() -> Optional[int]:
-    """Total physical memory (``MemTotal`` of /proc/meminfo, else ``sysconf``), or None."""
-    try:
-        with open("/proc/meminfo") as f:
-            m = re.search(r"MemTotal:\s+(\d+)\s+kB", f.read())
-        if m:
-            return int(m.group(1)) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _status_kb(field: str) -> Optional[int]:
-    try:
-        with open("/proc/self/status") as f:
-            m = re.search(rf"{field}:\s+(\d+)\s+kB", f.read())
-        return int(m.group(1)) if m else None
-    except OSError:
-        return None
-
-
-def _reset_peak_rss() -> Optional[int]:
-    """Reset the process' peak RSS (Linux ``clear_refs``); return the current RSS in bytes, or None."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return None
-    rss = _status_kb("VmRSS")
-    return None if rss is None else rss * 1024
-
-
-def _peak_rss() -> Optional[int]:
-    hwm = _status_kb("VmHWM")
-    return None if hwm is None else hwm * 1024
-
-
-def gb(n_bytes: float) -> str:
-    """A byte count in decimal gigabytes, e.g. ``"40.0 GB"``.
-
-    Args:
-        n_bytes: the number of bytes.
-    """
-    return f"{n_bytes / 1e9:.1f} GB"
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,11 +294,11 @@ def kernel_part(sizes: DemoSizes, seed: int = 0, say: Say = print, sigma: float 
     y = torch.rand(M, D, generator=g)
     b = torch.randn(M, 1, generator=g)
     _gaussian_product(x[:64], y[:64], b[:64], sigma)  # first call: compilation, if any
-    base = _reset_peak_rss()
+    base = reset_peak_rss()
     t0 = time.perf_counter()
     a = _gaussian_product(x, y, b, sigma)
     seconds = time.perf_counter() - t0
-    peak = _peak_rss()
+    peak = peak_rss()
     lazy_peak = peak - base if base is not None and peak is not None else None
 
     rows = torch.randperm(N, generator=g)[: sizes.kernel_check]

@@ -23,7 +23,11 @@ from .kinds import KindTable, Reduction
 
 
 def num_vars(*formulas: Node) -> int:
-    """1 + the largest variable index used in the formulas (0 if none)."""
+    """1 + the largest variable index used in the formulas (0 if none).
+
+    Args:
+        *formulas: the formulas.
+    """
     idx = [n.attrs[0] for f in formulas for n in f.walk() if n.op == "var"]
     return max(idx) + 1 if idx else 0
 

@@ -163,7 +163,7 @@ class KindTable(Mapping[str, T], Generic[T]):
         ValueError: a key is not a run kind of the registry.
     """
 
-    def __init__(self, owner: str, hooks: Mapping[str, T]):
+    def __init__(self, owner: str, hooks: Mapping[str, T]) -> None:
         wrong = [k for k in hooks if k not in SPECS or not SPECS[k].is_run]
         if wrong:
             raise ValueError(f"{owner}: {wrong} are not kinds a backend runs; those are {RUN_KINDS}")
@@ -214,7 +214,7 @@ class Reduction:
     weight: Optional[Node] = None
     K: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         weight = kind_spec(self.kind).weight
         if weight == "required" and self.weight is None:
             raise ValueError(f"reduction {self.kind!r} needs a weight formula")

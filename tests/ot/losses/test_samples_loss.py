@@ -232,6 +232,21 @@ def test_constructor_errors():
             SamplesLoss(**kwargs)
 
 
+def test_arguments_a_loss_does_not_read_are_ignored(gen):
+    """As in GeomLoss: a kernel norm ignores p, scaling and reach (even values Sinkhorn refuses),
+    Hausdorff ignores scaling and reach; the arguments a loss reads are still checked."""
+    x, y = cloud(gen, 20, 2), cloud(gen, 15, 2)
+    for name in ("gaussian", "energy"):
+        odd = SamplesLoss(name, blur=0.2, p=3, scaling=1.5, reach=-1.0)
+        torch.testing.assert_close(odd(x, y), SamplesLoss(name, blur=0.2)(x, y))
+    odd = SamplesLoss("hausdorff", blur=0.2, scaling=1.5, reach=-1.0)
+    torch.testing.assert_close(odd(x, y), SamplesLoss("hausdorff", blur=0.2)(x, y))
+    with pytest.raises(ValueError, match="blur"):
+        SamplesLoss("gaussian", blur=0, p=3)
+    with pytest.raises(ValueError, match="p"):
+        SamplesLoss("hausdorff", p=3)
+
+
 def test_custom_cost_matches_builtin(gen, solver):
     x, y = cloud(gen, 20, 2), cloud(gen, 15, 2)
     custom = SamplesLoss(cost=lambda x_i, y_j: ((x_i - y_j) ** 2).sum(-1) / 2, blur=0.1, backend=solver)

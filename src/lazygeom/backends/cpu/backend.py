@@ -30,7 +30,7 @@ class CpuBackend:
     name = "cpu"
     per_range = True  # the kernel template writes one result per (row, range) itself
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._kernels: dict[tuple, ctypes._CFuncPtr] = {}
 
     @staticmethod

@@ -64,7 +64,7 @@ class TritonBackend:
 
     name = "triton"
 
-    def __init__(self, block_i: int | None = None, block_j: int | None = None):
+    def __init__(self, block_i: int | None = None, block_j: int | None = None) -> None:
         self.block_i = block_i
         self.block_j = block_j
         self._modules: dict[tuple, ModuleType] = {}

@@ -26,7 +26,7 @@ from .._inputs import parse_measures
 from ..costs import CostFn
 from ..solver.options import SinkhornOptions
 from .kernels import kernel_function
-from .registry import LOSSES, LossRun, Output
+from .registry import LOSSES, LossKind, LossRun, Output
 
 
 class _Option:
@@ -146,14 +146,14 @@ class SamplesLoss(torch.nn.Module):
         potentials: bool = False,
         verbose: bool = False,
         backend: str = "auto",
-    ):
+    ) -> None:
         super().__init__()
         kind = LOSSES.get(loss)
         if kind is None:
             raise ValueError(f"unknown loss {loss!r}; expected one of {tuple(LOSSES)}")
-        options = SinkhornOptions(p=p, blur=blur, reach=reach, diameter=diameter, scaling=scaling, cost=cost,
-                                  debias=debias, backend=backend, truncate=truncate, cluster_scale=cluster_scale,
-                                  verbose=verbose)
+        options = _loss_options(kind, dict(p=p, blur=blur, reach=reach, diameter=diameter, scaling=scaling, cost=cost,
+                                           debias=debias, backend=backend, truncate=truncate,
+                                           cluster_scale=cluster_scale, verbose=verbose))
         if backend not in ("auto",) + kind.solvers:
             raise ValueError(f"backend={backend!r} does not compute the {loss!r} loss; it takes one of "
                              f"{('auto',) + kind.solvers} (backend='multiscale': the 'sinkhorn' loss only)")
@@ -204,6 +204,19 @@ class SamplesLoss(torch.nn.Module):
         if self.verbose:
             print(self.last_run.describe())
         return (m.unbatch(out[0]), m.unbatch(out[1])) if isinstance(out, tuple) else m.unbatch(out)
+
+
+def _loss_options(kind: LossKind, values: dict[str, Any]) -> SinkhornOptions:
+    """The options of a loss: the arguments it reads are checked, the others accepted and ignored.
+
+    As GeomLoss does, ``SamplesLoss("gaussian", p=3)`` is a Gaussian kernel norm: an argument the
+    loss does not read is kept when it is valid, else replaced by its default.
+    """
+    try:
+        return SinkhornOptions(**values)
+    except (TypeError, ValueError):
+        # an error about an argument the loss reads is raised here; others fall back to defaults
+        return SinkhornOptions(**{k: v for k, v in values.items() if k in kind.reads})
 
 
 __all__ = ["LOSSES", "LossRun", "SamplesLoss"]

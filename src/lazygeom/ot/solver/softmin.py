@@ -97,7 +97,7 @@ def check_softmin_call(pair: str, grad: str) -> None:
 class _PointPairs:
     """The two point clouds of an operator and its cost, and which of them carry gradients."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: GroundCost):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: GroundCost) -> None:
         self.x, self.y, self.cost = x, y, cost
 
     def points(self, pair: str, grad: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,12 +123,17 @@ class TensorizedSoftmin(_PointPairs):
     """Dense soft-min: the ``(B, N, M)`` cost matrices are computed once (without graph) and reused.
 
     Memory: up to three B·N·M matrices (xy, xx, yy) plus one temporary per call.
+
+    Args:
+        x: the first point cloud ``(B, N, D)``.
+        y: the second point cloud ``(B, M, D)``.
+        cost: the ground cost; its ``dense`` callable builds the cost matrices.
     """
 
     solver = "tensorized"
     engine = DENSE
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: GroundCost):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: GroundCost) -> None:
         super().__init__(x, y, cost)
         self._C: dict[str, torch.Tensor] = {}
 
@@ -165,7 +170,8 @@ class OnlineSoftmin(_PointPairs):
     """Soft-min as a LazyTensor LogSumExp reduction: nothing of size N·M is stored.
 
     Args:
-        x, y: the point clouds ``(B, N, D)``, ``(B, M, D)``.
+        x: the first point cloud ``(B, N, D)``.
+        y: the second point cloud ``(B, M, D)``.
         cost: the ground cost; its ``lazy`` callable builds the formula from ``x_i, y_j``.
         engine_backend: the lazygeom reduction backend (``None``: the configured one, see
             :func:`lazygeom.config`).
@@ -173,7 +179,8 @@ class OnlineSoftmin(_PointPairs):
 
     solver = "online"
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: GroundCost, engine_backend: Optional[str] = None):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: GroundCost,
+                 engine_backend: Optional[str] = None) -> None:
         super().__init__(x, y, cost)
         self.engine_backend = engine_backend
         self._engine: Optional[str] = None
