@@ -9,7 +9,7 @@ and :class:`lazygeom.LazyTensor` understand (``-``, ``**``, ``.sum(-1)``, ``.sqr
 - by the tensorized solvers with dense tensors of the same shapes, and must return the
   ``(B, N, M)`` cost matrix (a trailing singleton dimension is dropped).
 
-The built-in costs (GeomLoss conventions, ALGORITHMS.md section 3) are
+The built-in costs (GeomLoss conventions, docs/mathematics.md section 4) are
 ``C(x, y) = |x - y|^2 / 2`` for ``p = 2`` and ``C(x, y) = |x - y|`` for ``p = 1``; their dense
 versions avoid the ``(B, N, M, D)`` temporary.
 """

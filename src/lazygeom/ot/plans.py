@@ -1,6 +1,6 @@
 """Entropic transport plans (as LazyTensors) and the barycentric map they induce.
 
-With the raw (not debiased) Sinkhorn potentials f, g of OT_ε(α, β) (ALGORITHMS.md section 3):
+With the raw (not debiased) Sinkhorn potentials f, g of OT_ε(α, β) (docs/mathematics.md section 4):
 
     π_ij = a_i b_j exp((f_i + g_j − C(x_i, y_j)) / ε),
     T(x_i) = Σ_j π_ij y_j / a_i.

@@ -1,4 +1,4 @@
-"""Gradients of reductions, as new formulas (ALGORITHMS.md section 1).
+"""Gradients of reductions, as new formulas (docs/mathematics.md section 2).
 
 For the Sum-like kinds the gradient with respect to a variable z is a Sum reduction of a
 vector-Jacobian product::

@@ -3,7 +3,7 @@
 Shared by the engine (``ranges=`` on every reduction), :mod:`lazygeom.ot` (multiscale Sinkhorn) and
 the next domains. ``lazygeom.cluster`` is the same API under pykeops' name.
 
-A block-sparse reduction visits only some pairs of clusters. The recipe (ALGORITHMS.md, section 2):
+A block-sparse reduction visits only some pairs of clusters. The recipe (docs/mathematics.md, section 3):
 
 1. label the points, e.g. ``lab_x = grid_cluster(x, size)``;
 2. sort them so that each cluster is contiguous: ``x, lab_x = sort_clusters(x, lab_x)``;

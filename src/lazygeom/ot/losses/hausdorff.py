@@ -12,8 +12,9 @@ the divergence is
 
 As ε → 0, s_α(x_i) → 0 and s_β(x) → min_j C(x, y_j): H tends to the symmetric Chamfer (ICP)
 loss ½(Σ_i a_i min_j C(x_i, y_j) + Σ_j b_j min_i C(x_i, y_j)); as ε → ∞ it tends to the kernel
-norm of k = −C (the energy distance for p = 1). Note the order s_β − s_α: ALGORITHMS.md writes
-⟨α − β, s_α − s_β⟩, which is the negative of this positive divergence.
+norm of k = −C (the energy distance for p = 1). Note the order s_β − s_α: the project's original
+note wrote ⟨α − β, s_α − s_β⟩, the negative of this positive divergence (docs/mathematics.md,
+sections 4.7 and 6).
 
 Potentials: F = s_β(x) − s_α(x) and G = s_α(y) − s_β(y), so that H = ½⟨a, F⟩ + ½⟨b, G⟩.
 Unlike the Sinkhorn potentials they are not the gradient with respect to the weights.

@@ -1,6 +1,6 @@
 """Kernel norms (maximum mean discrepancies) between measures, dense and online.
 
-For a kernel k and measures α = Σ a_i δ_{x_i}, β = Σ b_j δ_{y_j} (ALGORITHMS.md section 3):
+For a kernel k and measures α = Σ a_i δ_{x_i}, β = Σ b_j δ_{y_j} (docs/mathematics.md section 4):
 
     L(α, β) = ½⟨α − β, k ⋆ (α − β)⟩ = ½⟨a, K_xx a⟩ + ½⟨b, K_yy b⟩ − ⟨a, K_xy b⟩,
 

@@ -1,6 +1,6 @@
 """Multiscale Sinkhorn: ε-scaling on a coarse-to-fine hierarchy with block-sparse kernel truncation.
 
-ALGORITHMS.md section 4; Schmitzer 2019 ("Stabilized sparse scaling algorithms for entropy
+docs/mathematics.md section 5; Schmitzer 2019 ("Stabilized sparse scaling algorithms for entropy
 regularized transport problems"); Feydy's thesis, section 3.3 (algorithms 3.5-3.6).
 
 Both clouds are encoded as trees of clusters (:mod:`lazygeom.ot.multiscale.hierarchy`: kd-tree nodes by

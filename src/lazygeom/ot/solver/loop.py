@@ -1,6 +1,6 @@
 """The Sinkhorn loop, written once for every backend: it receives a soft-min operator.
 
-Notation (ALGORITHMS.md section 3, GeomLoss conventions): α = Σ a_i δ_{x_i}, β = Σ b_j δ_{y_j},
+Notation (docs/mathematics.md section 4, GeomLoss conventions): α = Σ a_i δ_{x_i}, β = Σ b_j δ_{y_j},
 cost C, temperature ε = blur^p, marginal penalty ρ = reach^p (``None``: balanced OT), damping
 λ = 1 / (1 + ε/ρ) (λ = 1 when balanced), and
 
