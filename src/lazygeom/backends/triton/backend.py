@@ -21,6 +21,7 @@ import importlib.util
 import math
 import os
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence
@@ -32,6 +33,7 @@ from ...formula import CAT_I, CAT_J
 from ...reductions import Reduction, selection_kind
 from ...settings import get_config
 from ..base import Call
+from ..cpu import compiler
 from . import dot
 from .kernel import TEMPLATES, generate
 
@@ -136,7 +138,7 @@ class TritonBackend:
             path = write_source(source, Path(cfg.cache_dir) / "triton")
             if cfg.verbose:
                 print(f"[lazygeom] triton kernel {path}")
-            mod = _import(path)
+            mod = _import(path, source)
             self._modules[key] = mod
         return mod
 
@@ -281,6 +283,12 @@ def triton_cdiv(a: int, b: int) -> int:
 def write_source(source: str, folder: Path) -> Path:
     """Write ``source`` to ``folder/lgt_<hash>.py`` (atomically; an existing file is reused).
 
+    An existing file is reused only if it holds exactly ``source`` (its name is the hash of its
+    content); a damaged one is written again, with one ``RuntimeWarning``. When ``folder`` cannot
+    be written, the file goes to this process's temporary folder (see
+    :func:`lazygeom.backends.cpu.compiler.fall_back`, one ``RuntimeWarning``); a matching file in a
+    read-only folder is reused without writes.
+
     Args:
         source: a kernel module's source.
         folder: the folder.
@@ -288,23 +296,60 @@ def write_source(source: str, folder: Path) -> Path:
     Returns:
         The file's path.
     """
-    digest = hashlib.blake2b(source.encode(), digest_size=16).hexdigest()
-    path = folder / f"lgt_{digest}.py"
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"lgt_{digest}.{os.getpid()}.tmp"
-        tmp.write_text(source)
-        os.replace(tmp, path)  # concurrent writers write the same bytes: last rename wins, harmlessly
-    return path
+    data = source.encode()
+    name = f"lgt_{hashlib.blake2b(data, digest_size=16).hexdigest()}.py"
+    temp = compiler.stand_in(folder)
+    for place in (folder, temp):  # reads only
+        if place is not None and _module_problem(place / name, data) is None:
+            return place / name
+    problem = _module_problem(folder / name, data)
+    if problem != compiler.MISSING and (folder / name).exists():
+        compiler.warn_damaged(folder / name, problem, "Triton module")
+    try:
+        return _write_atomic(temp or folder, name, data)
+    except OSError as err:
+        if temp is not None:
+            raise OSError(err.errno, f"lazygeom: cannot write to the temporary kernel cache {temp}: {err}") from err
+        return _write_atomic(compiler.fall_back(folder, err), name, data)
 
 
-def _import(path: Path) -> ModuleType:
+def _write_atomic(folder: Path, name: str, data: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / name)  # concurrent writers write the same bytes: last rename wins, harmlessly
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return folder / name
+
+
+def _module_problem(path: Path, data: bytes) -> str | None:
+    """Why the module file cannot be imported as ``data``; None when it holds exactly ``data``."""
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return compiler.MISSING
+    except OSError as err:
+        return f"unreadable ({err})"
+    if content != data:
+        return f"{len(content)} bytes that differ from the {len(data)} bytes its name stands for"
+    return None
+
+
+def _import(path: Path, source: str) -> ModuleType:
+    """Execute ``source`` (the verified content of ``path``) as a module whose file is ``path``.
+
+    Compiled from ``source`` rather than imported from the file: what runs is what was verified,
+    and no ``__pycache__`` (which could be damaged in turn) is written beside it.
+    """
     name = f"lazygeom_triton_{path.stem}_{int(interpreting())}"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod  # Triton resolves the kernel's globals through its module
     try:
-        spec.loader.exec_module(mod)
+        exec(compile(source, str(path), "exec"), mod.__dict__)  # the generated kernel, verified
     except Exception as err:
         del sys.modules[name]
         raise CompilationError(str(path), ["import", str(path)], f"{type(err).__name__}: {err}") from err
