@@ -83,3 +83,23 @@ def test_dense_gaussian_rows_matches_full_matrix():
 def test_machine_ram_is_positive():
     ram = demo.machine_ram_bytes()
     assert ram is None or ram > 2**20
+
+
+def test_cache_info_reports_damaged_kernels(tmp_path, monkeypatch, capsys):
+    import hashlib
+    import json
+
+    from lazygeom.backends.cpu import compiler
+
+    good, bad = tmp_path / f"lg_{'a' * 32}.so", tmp_path / f"lg_{'b' * 32}.so"
+    for lib in (good, bad):
+        lib.write_bytes(b"a library")
+        record = {"format": compiler.RECORD_FORMAT, "file": lib.name, "size": 9,
+                  "sha256": hashlib.sha256(b"a library").hexdigest()}
+        compiler.record_path(lib).write_text(json.dumps(record))
+    bad.write_bytes(b"a lib")  # truncated
+    monkeypatch.setenv("LAZYGEOM_CACHE_DIR", str(tmp_path))
+    assert cli.main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert "compiled kernels: 2" in out and "damaged kernels: 1" in out
+    assert bad.name in out and "truncated" in out and good.name not in out

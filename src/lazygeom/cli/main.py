@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("backends", help="list the backends and whether they are available here")
 
     c = sub.add_parser("cache", help="the on-disk cache of compiled kernels")
-    c.add_argument("action", choices=("info", "clear"), help="info: folder, kernels and size; clear: delete them")
+    c.add_argument("action", choices=("info", "clear"),
+                   help="info: folder, kernels, size and damaged ones; clear: delete them")
     return p
 
 
@@ -77,8 +78,13 @@ def _cache(args: argparse.Namespace) -> int:
         print(f"removed {compiler.clear_cache(folder)} file(s) from {folder}")
         return 0
     size = sum(p.stat().st_size for p in libs)
+    damaged = [(p, why) for p in libs if (why := compiler.check_entry(p)) not in (None, compiler.MISSING)]
     print(f"cache folder: {folder} (set LAZYGEOM_CACHE_DIR or lazygeom.config(cache_dir=...) to move it)")
     print(f"compiled kernels: {len(libs)}, {size / 2**20:.1f} MiB")
+    if damaged:
+        print(f"damaged kernels: {len(damaged)} (never loaded: compiled again at their next use)")
+        for p, why in damaged:
+            print(f"  {p.name}: {why}")
     print(f"compiler: {compiler.find_compiler() or 'none found'}; instruction set key {compiler.isa_fingerprint()}")
     return 0
 
