@@ -33,6 +33,7 @@ import lazygeom
 import lazygeom.backends.policy
 from lazygeom import Vi, Vj
 from lazygeom.backends.cpu import backend as cpu_backend
+from lazygeom.backends import cache as disk_cache
 from lazygeom.backends.cpu import compiler
 from lazygeom.backends.triton import backend as triton_backend
 
@@ -207,10 +208,10 @@ def test_read_only_mount(cache):
 @pytest.fixture
 def fresh(monkeypatch, tmp_path):
     """A fresh per-process cache state, a fresh CPU backend, temporary folders under tmp_path."""
-    monkeypatch.setattr(compiler, "_VERIFIED", {}, raising=False)
-    monkeypatch.setattr(compiler, "_WARNED", set(), raising=False)
-    monkeypatch.setattr(compiler, "_FALLBACKS", {}, raising=False)
-    monkeypatch.setattr(compiler, "_TEMP", {}, raising=False)
+    monkeypatch.setattr(disk_cache, "_VERIFIED", {}, raising=False)
+    monkeypatch.setattr(disk_cache, "_WARNED", set(), raising=False)
+    monkeypatch.setattr(disk_cache, "_FALLBACKS", {}, raising=False)
+    monkeypatch.setattr(disk_cache, "_TEMP", {}, raising=False)
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     monkeypatch.setattr(lazygeom.backends.policy, "_CPU", cpu_backend.CpuBackend())
@@ -334,8 +335,8 @@ def test_a_library_is_hashed_once_per_process(tmp_path, fresh, monkeypatch):
     assert _sums(tmp_path / "cache", ["gauss"]) == []
     (lib,) = _entries(tmp_path / "cache")
     read = []
-    real = compiler._read_record
-    monkeypatch.setattr(compiler, "_read_record", lambda p: read.append(p) or real(p))
+    real = disk_cache._read_record
+    monkeypatch.setattr(disk_cache, "_read_record", lambda p: read.append(p) or real(p))
     assert compiler.check_entry(lib) is None and read == []  # verified when written
     os.utime(lib, ns=(time.time_ns(), time.time_ns() + 10**9))  # changed on disk: checked again
     assert compiler.check_entry(lib) is None and read == [lib]
@@ -398,7 +399,7 @@ def test_a_forked_child_falls_back_to_a_folder_of_its_own(tmp_path, fresh):
     with pytest.warns(RuntimeWarning, match="temporary folder"):
         parent = compiler.fall_back(folder, error)
     assert compiler.stand_in(folder) == parent
-    compiler._TEMP["pid"] = -1  # as seen from a child forked after the fall-back: not its folder
+    disk_cache._TEMP["pid"] = -1  # as seen from a child forked after the fall-back: not its folder
     assert compiler.stand_in(folder) is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # its parent warned already

@@ -33,7 +33,7 @@ from ...formula import CAT_I, CAT_J
 from ...reductions import Reduction, selection_kind
 from ...settings import get_config
 from ..base import Call
-from ..cpu import compiler
+from .. import cache
 from . import dot
 from .kernel import TEMPLATES, generate
 
@@ -286,7 +286,7 @@ def write_source(source: str, folder: Path) -> Path:
     An existing file is reused only if it holds exactly ``source`` (its name is the hash of its
     content); a damaged one is written again, with one ``RuntimeWarning``. When ``folder`` cannot
     be written, the file goes to this process's temporary folder (see
-    :func:`lazygeom.backends.cpu.compiler.fall_back`, one ``RuntimeWarning``); a matching file in a
+    :func:`lazygeom.backends.cache.fall_back`, one ``RuntimeWarning``); a matching file in a
     read-only folder is reused without writes.
 
     Args:
@@ -298,19 +298,19 @@ def write_source(source: str, folder: Path) -> Path:
     """
     data = source.encode()
     name = f"lgt_{hashlib.blake2b(data, digest_size=16).hexdigest()}.py"
-    temp = compiler.stand_in(folder)
+    temp = cache.stand_in(folder)
     for place in (folder, temp):  # reads only
         if place is not None and _module_problem(place / name, data) is None:
             return place / name
     problem = _module_problem(folder / name, data)
-    if problem != compiler.MISSING and (folder / name).exists():
-        compiler.warn_damaged(folder / name, problem, "Triton module")
+    if problem != cache.MISSING and (folder / name).exists():
+        cache.warn_damaged(folder / name, problem, "Triton module")
     try:
         return _write_atomic(temp or folder, name, data)
     except OSError as err:
         if temp is not None:
             raise OSError(err.errno, f"lazygeom: cannot write to the temporary kernel cache {temp}: {err}") from err
-        return _write_atomic(compiler.fall_back(folder, err), name, data)
+        return _write_atomic(cache.fall_back(folder, err), name, data)
 
 
 def _write_atomic(folder: Path, name: str, data: bytes) -> Path:
@@ -330,7 +330,7 @@ def _module_problem(path: Path, data: bytes) -> str | None:
     try:
         content = path.read_bytes()
     except FileNotFoundError:
-        return compiler.MISSING
+        return cache.MISSING
     except OSError as err:
         return f"unreadable ({err})"
     if content != data:
