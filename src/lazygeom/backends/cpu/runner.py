@@ -3,13 +3,15 @@
 **Forked children.** The kernels' OpenMP runtime is torch's libgomp (one copy per process). It
 keeps a pool of worker threads per calling thread; a child forked after a parallel region
 inherits the pool's bookkeeping but not its threads, and its next region with more than one
-thread waits forever for them (torch's own parallel ops as well as these kernels). So in a
-child forked from a process that imported this module (``os.fork``, multiprocessing's ``fork``
-start method, ``torch.utils.data.DataLoader`` workers, the children of a ``forkserver`` whose
-server imported lazygeom) every compiled entry point runs on the calling thread (one thread,
-which never touches the pool), and torch's intra-op threads are set to 1, as the DataLoader does
-in its workers; the user does nothing. Fresh processes (``spawn``, a ``forkserver``'s server)
-start with their full thread count.
+thread waits forever for them (torch's own parallel ops as well as these kernels). So in a child
+forked from a process that had loaded this module (``os.fork``, multiprocessing's ``fork`` start
+method, ``torch.utils.data.DataLoader`` workers, the children of a ``forkserver`` whose server
+loaded it), every compiled entry point runs on the calling thread (one thread, which never
+touches the pool), and torch's intra-op threads are set to 1, as the DataLoader does in its
+workers; the user does nothing. The module is loaded with the backends, by any reduction (not by
+a bare ``import lazygeom``). Fresh processes (``spawn``, a ``forkserver``'s server) keep their
+full thread count. A forked child that raises torch's thread count again gets torch's behaviour
+for torch's own ops; the compiled entry points stay on one thread.
 
 **Interruption.** Python runs its signal handlers between bytecodes, not during a ctypes call,
 so Ctrl-C would wait for the end of a whole reduction. :func:`run_chunks` cuts a long call into
