@@ -1,7 +1,8 @@
 """Explicit configuration: a frozen :class:`Config` and the :func:`config` context manager.
 
 Resolution order for each setting: the innermost active ``with lazygeom.config(...)`` block, then
-the environment (``LAZYGEOM_BACKEND``, ``LAZYGEOM_CACHE_DIR``, ``LAZYGEOM_VERBOSE``), then the default.
+the environment (``LAZYGEOM_BACKEND``, ``LAZYGEOM_CACHE_DIR``, ``LAZYGEOM_VERBOSE``,
+``LAZYGEOM_PROGRESS``), then the default.
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ class Config:
             "triton"; the pykeops names "CPU" and "GPU" are accepted.
         cache_dir: folder of compiled kernels.
         verbose: print what is compiled and which backend runs.
+        progress: print a one-line progress report (to stderr, updated as chunks of rows complete:
+            fraction done, elapsed time, ETA) for compiled CPU reductions, kNN searches and plan
+            marginal passes expected to take more than a few seconds; off by default.
     """
 
     backend: Optional[str] = None
     cache_dir: Optional[str] = None
     verbose: Optional[bool] = None
+    progress: Optional[bool] = None
 
     def resolved(self) -> "Config":
         """This config with every unset field filled from the environment or the defaults."""
@@ -42,8 +47,16 @@ class Config:
             os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
         verbose = self.verbose
         if verbose is None:
-            verbose = os.environ.get("LAZYGEOM_VERBOSE", "0") not in ("", "0", "false", "False")
-        return Config(backend=normalize_backend(backend), cache_dir=cache, verbose=verbose)
+            verbose = _env_flag("LAZYGEOM_VERBOSE")
+        progress = self.progress
+        if progress is None:
+            progress = _env_flag("LAZYGEOM_PROGRESS")
+        return Config(backend=normalize_backend(backend), cache_dir=cache, verbose=verbose, progress=progress)
+
+
+def _env_flag(name: str) -> bool:
+    """An on/off environment variable: unset, empty, "0" and "false" are off."""
+    return os.environ.get(name, "0") not in ("", "0", "false", "False")
 
 
 @functools.lru_cache(maxsize=8)
@@ -90,8 +103,8 @@ def config(**settings: Any) -> Iterator[Config]:
     """Temporarily change settings (see :class:`Config`); nests, thread- and task-local.
 
     Args:
-        **settings: new values of :class:`Config` fields (``backend``, ``cache_dir``, ``verbose``);
-            None keeps the enclosing value.
+        **settings: new values of :class:`Config` fields (``backend``, ``cache_dir``, ``verbose``,
+            ``progress``); None keeps the enclosing value.
 
     Returns:
         A context manager that yields the resolved configuration in force inside the block.

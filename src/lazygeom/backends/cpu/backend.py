@@ -1,4 +1,10 @@
-"""The native CPU backend: generated C++ (SIMD over j, OpenMP over blocks of i), loaded with ctypes."""
+"""The native CPU backend: generated C++ (SIMD over j, OpenMP over blocks of i), loaded with ctypes.
+
+Every compiled entry point of the package (these kernels, the fused kNN, the plan marginals) runs
+through :mod:`.runner`: one thread in a forked child (libgomp's thread pool does not survive a
+fork), and long calls cut into chunks of rows so that Ctrl-C raises ``KeyboardInterrupt`` within
+about 50 ms, with an optional progress line (``lazygeom.config(progress=True)``).
+"""
 
 from __future__ import annotations
 
@@ -12,20 +18,25 @@ import torch
 from ...settings import get_config
 from ...formula import CAT_I, CAT_J
 from ..base import Call, range_offsets, row_clusters
-from . import blas_knn, compiler, marginals, pairs
+from . import blas_knn, compiler, marginals, pairs, runner
 from .kernel import TEMPLATES, generate
 
 _SCALARS = {torch.float32: "float", torch.float64: "double"}
 _VBYTES = 32  # bytes of one vec: W = 8 floats or 4 doubles (see lgmath.hpp)
 SERIAL_PAIRS = 1 << 16  # below this many pairs, one thread
+RB = 32  # the kernel's rows per block (fewer for large row states): chunks hold whole blocks per thread
 
-_ARGTYPES = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-             ctypes.c_void_p]
+_ARGTYPES = [ctypes.c_int64] * 6 + [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
+                                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
 
 
 class CpuBackend:
-    """Compiled C++ kernels for CPU tensors in float32 and float64."""
+    """Compiled C++ kernels for CPU tensors in float32 and float64.
+
+    Safe in forked children (``os.fork``, multiprocessing's ``fork``, DataLoader workers: they run
+    on one thread, see :mod:`lazygeom.backends.cpu.runner`), from concurrent Python threads, and
+    interruptible: a long call runs by chunks of rows, between which Ctrl-C is honoured.
+    """
 
     name = "cpu"
     per_range = True  # the kernel template writes one result per (row, range) itself
@@ -99,6 +110,10 @@ class CpuBackend:
     def run(self, call: Call, args: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Run a call (see :meth:`lazygeom.backends.Backend.run`).
 
+        A call of more than about 0.1 s runs as several kernel calls over consecutive ranges of
+        rows (:func:`lazygeom.backends.cpu.runner.run_chunks`), sized from its pairs (block-sparse:
+        the pairs of each row's ranges); the results are those of one call.
+
         Args:
             call: the call.
             args: its arguments.
@@ -131,10 +146,20 @@ class CpuBackend:
         ptrs = (ctypes.c_void_p * max(1, len(prepared)))(*[p.data_ptr() for p in prepared])
         sparse = _sparse_layout(call) if call.ranges is not None else ()
         # waking an OpenMP team costs more than a small problem: those run on the calling thread
-        threads = torch.get_num_threads() if nb * call.ni * call.nj >= SERIAL_PAIRS else 1
-        fn(nb, call.ni, call.nj, njp, ctypes.cast(ptrs, ctypes.c_void_p), out.data_ptr(), outk.data_ptr(),
-           threads, *(t.data_ptr() for t in sparse) if sparse else (None, None, None),
-           None if offsets is None else offsets.data_ptr())
+        threads = runner.threads() if nb * call.ni * call.nj >= SERIAL_PAIRS else 1
+        fixed = (ctypes.cast(ptrs, ctypes.c_void_p), out.data_ptr(), outk.data_ptr(), threads,
+                 *((t.data_ptr() for t in sparse) if sparse else (None, None, None)),
+                 None if offsets is None else offsets.data_ptr())
+
+        def rows(r0: int, r1: int) -> None:
+            fn(nb, call.ni, call.nj, njp, r0, r1, *fixed)
+
+        # long calls run by chunks of rows, so that Ctrl-C is honoured in between (see runner)
+        weight = 1 + sum(dims) / 8  # a rough cost of one pair, in units of a small formula's
+        cost = weight * call.nj
+        if sparse and nb * call.ni * cost > 2 * runner.PAIRS_PER_SECOND * threads * runner.CHUNK_SECONDS:
+            cost = _row_costs(*sparse, nb, weight)
+        runner.run_chunks(rows, nb * call.ni, cost, threads, quantum=RB * threads, label=f"cpu {red.kind}")
         return (out, outk) if selection else (out,)
 
 
@@ -143,6 +168,18 @@ def _sparse_layout(call: Call) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     ranges_i, slices_i, redranges_j = call.ranges[:3]
     row_cluster = row_clusters(ranges_i.to(torch.int64), call.ni)
     return row_cluster, slices_i.to(torch.int64).contiguous(), redranges_j.to(torch.int64).contiguous()
+
+
+def _row_costs(row_cluster: torch.Tensor, slices: torch.Tensor, redranges: torch.Tensor, nb: int,
+               weight: float) -> torch.Tensor:
+    """The cumulative cost ``(nb * ni + 1,)`` of the rows of a block-sparse call: its pairs, weighted."""
+    ends = torch.cat([torch.zeros(1, dtype=torch.int64), (redranges[:, 1] - redranges[:, 0]).cumsum(0)])
+    starts = torch.cat([torch.zeros(1, dtype=torch.int64), slices[:-1]])
+    cols = ends[slices] - ends[starts]  # per cluster, the columns its ranges hold
+    if cols.numel() == 0:
+        cols = torch.zeros(1, dtype=torch.int64)
+    per_row = torch.where(row_cluster >= 0, cols[row_cluster.clamp(min=0)], 0).to(torch.float64) * weight
+    return torch.cat([torch.zeros(1, dtype=torch.float64), per_row.repeat(nb).cumsum(0)])
 
 
 def _layout(a: torch.Tensor, cat: int, batch, nb: int, ni: int, nj: int, njp: int) -> torch.Tensor:

@@ -11,6 +11,9 @@ to memory ran at a third of this machine's FMA peak for D = 50). Memory stays O(
 The expansion loses accuracy for near points (cancellation), so a few extra candidates are kept,
 their distances are recomputed exactly, and the K best are sorted by (exact value, index): the
 returned values are exact, and ties keep the smallest index like every other backend.
+
+Long searches run by chunks of rows (:mod:`.runner`: Ctrl-C is honoured in between; one thread in
+a forked child): the kernel sees a chunk's rows through offset pointers.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ import torch
 from ...settings import get_config
 from ...formula import CAT_I, CAT_J
 from ..base import Call
-from . import compiler
+from . import compiler, runner
 
 #: below this dimension the generated loop is faster than a GEMM
 MIN_DIM = 16
 EXTRA = 8  # candidates kept beyond K before the exact re-ranking
+ROW_BLOCK = 240  # the rows a thread takes at once in knn.cpp (IC): chunks hold whole blocks per thread
 
 
 def _pair(a, b) -> Optional[tuple[int, int]]:
@@ -139,7 +143,15 @@ def _knn(x: torch.Tensor, y: torch.Tensor, K: int, sign: int) -> tuple[torch.Ten
     cand_k = torch.empty(n, kc, dtype=torch.int64)
     out_v = torch.empty(n, K, dtype=x.dtype)
     out_k = torch.empty(n, K, dtype=torch.int64)
-    _kernel(x.dtype)(n, mp, x.shape[1], sign, x.data_ptr(), y.data_ptr(), yT.data_ptr(), y2.data_ptr(), kc, K,
-                     cand_v.data_ptr(), cand_k.data_ptr(), out_v.data_ptr(), out_k.data_ptr(),
-                     torch.get_num_threads())
+    fn, D, es = _kernel(x.dtype), x.shape[1], x.element_size()
+    threads = runner.threads()
+
+    def rows(i0: int, i1: int) -> None:  # the rows [i0, i1): the kernel sees them from their pointers
+        fn(i1 - i0, mp, D, sign, x.data_ptr() + i0 * D * es, y.data_ptr(), yT.data_ptr(), y2.data_ptr(), kc, K,
+           cand_v.data_ptr() + i0 * kc * es, cand_k.data_ptr() + i0 * kc * 8, out_v.data_ptr() + i0 * K * es,
+           out_k.data_ptr() + i0 * K * 8, threads)
+
+    # long searches run by chunks of rows, so that Ctrl-C is honoured in between (see runner);
+    # a pair costs D multiply-adds (W of them per instruction)
+    runner.run_chunks(rows, n, mp * max(1.0, D / 8), threads, quantum=ROW_BLOCK * threads, label="cpu kNN")
     return out_v, out_k

@@ -7,7 +7,8 @@ accurate), and the final write. The formula itself comes from :mod:`render`.
 
 Layouts (prepared by :mod:`.backend`): i-variables ``(nb, ni, D)``, j-variables transposed and
 padded ``(nb, D, njp)`` with ``njp`` a multiple of W, parameters ``(nb, D)``; outputs
-``(nb, ni, E)`` or ``(nb, ni, K, E)``.
+``(nb, ni, E)`` or ``(nb, ni, K, E)``. The entry point computes the global rows ``[row0, row1)``
+of the ``nb * ni`` rows: the backend cuts long calls into such chunks (:mod:`.runner`).
 """
 
 from __future__ import annotations
@@ -208,7 +209,9 @@ def generate(red: Reduction, cats: tuple[int, ...], dims: tuple[int, ...], per_r
     Rows are processed in blocks of up to ``RB`` that share their ranges: each tile of j is loaded
     once into the cache and used by every row of the block, whose states persist across tiles.
     (Row after row, each row would stream every j-variable from L3 or memory: at D = 3 with a
-    3-vector weight this bandwidth, not arithmetic, was the bound.)
+    3-vector weight this bandwidth, not arithmetic, was the bound.) The entry point ``lg_kernel``
+    takes a range ``[row0, row1)`` of the ``nb * ni`` global rows (batch-major): one call may be
+    cut into chunks of rows, with the same results.
 
     Args:
         red: the reduction (a run kind).
@@ -258,19 +261,21 @@ constexpr int64_t RB = sizeof(St) * 32 <= 16384 ? 32 : (16384 / sizeof(St) > 0 ?
 // row_cluster (ni), slices (clusters) and redranges (2 per range) describe block-sparse ranges;
 // all three are null for a dense reduction over [0, nj).
 // out_offset (ni): where each row's results start, with one result per range (per-range calls only).
-extern "C" int lg_kernel(int64_t nb, int64_t ni, int64_t nj, int64_t njp, const scalar* const* args,
-                         scalar* __restrict out, int64_t* __restrict outk, int nthreads,
+// Only the global rows [row0, row1) of the nb * ni rows (batch-major) are computed: the caller cuts
+// long calls into such chunks (and handles signals in between).
+extern "C" int lg_kernel(int64_t nb, int64_t ni, int64_t nj, int64_t njp, int64_t row0, int64_t row1,
+                         const scalar* const* args, scalar* __restrict out, int64_t* __restrict outk, int nthreads,
                          const int64_t* row_cluster, const int64_t* slices, const int64_t* redranges,
                          const int64_t* out_offset) {{
   ivec lane;
   for (int l = 0; l < W; ++l) lane[l] = l;
-  const int64_t nrows = nb * ni, nblocks = (nrows + RB - 1) / RB;
+  const int64_t nblocks = row1 > row0 ? (row1 - row0 + RB - 1) / RB : 0;
   #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
   for (int64_t blk = 0; blk < nblocks; ++blk) {{
     St st[RB];
-    const int64_t q1 = (blk + 1) * RB < nrows ? (blk + 1) * RB : nrows;
+    const int64_t q1 = row0 + (blk + 1) * RB < row1 ? row0 + (blk + 1) * RB : row1;
     // runs of rows of one batch and one cluster: the same ranges of j
-    for (int64_t s0 = blk * RB, s1; s0 < q1; s0 = s1) {{
+    for (int64_t s0 = row0 + blk * RB, s1; s0 < q1; s0 = s1) {{
       const int64_t b = s0 / ni;
       const int64_t c = row_cluster ? row_cluster[s0 % ni] : 0;
       for (s1 = s0 + 1; s1 < q1 && s1 / ni == b && (!row_cluster || row_cluster[s1 % ni] == c); ++s1) {{}}

@@ -111,7 +111,7 @@ LG_INLINE void node_tiles(int64_t c0, int64_t c1, const int* act, int na, const 
 }
 
 template <int D, int P, bool GR, bool GC>
-void marginals(int64_t nc, const int64_t* rows, const int64_t* slices, const int64_t* nodes, const int64_t* spans,
+void marginals(int64_t cl0, int64_t cl1, const int64_t* rows, const int64_t* slices, const int64_t* nodes, const int64_t* spans,
                const scalar* lo, const scalar* hi, const scalar* vmax, const scalar* x, const scalar* U,
                const scalar* A, const scalar* yT, int64_t mp, const scalar* V, const scalar* B, scalar coef,
                scalar floor_z, int mode, double* R, double* S, int64_t m, int nthreads) {
@@ -121,7 +121,7 @@ void marginals(int64_t nc, const int64_t* rows, const int64_t* slices, const int
   {
     double* cb = mode ? S + (int64_t)__builtin_omp_get_thread_num() * m * KC : nullptr;
     #pragma omp for schedule(dynamic, 1)
-    for (int64_t c = 0; c < nc; ++c) {
+    for (int64_t c = cl0; c < cl1; ++c) {
       const int64_t first = c ? slices[c - 1] : 0;
       for (int64_t rb = rows[2 * c]; rb < rows[2 * c + 1]; rb += RB) {
         const int nr = (int)(rows[2 * c + 1] - rb < RB ? rows[2 * c + 1] - rb : RB);
@@ -156,7 +156,7 @@ void marginals(int64_t nc, const int64_t* rows, const int64_t* slices, const int
   }
 }
 
-typedef void (*Kernel)(int64_t, const int64_t*, const int64_t*, const int64_t*, const int64_t*, const scalar*,
+typedef void (*Kernel)(int64_t, int64_t, const int64_t*, const int64_t*, const int64_t*, const int64_t*, const scalar*,
                        const scalar*, const scalar*, const scalar*, const scalar*, const scalar*, const scalar*,
                        int64_t, const scalar*, const scalar*, scalar, scalar, int, double*, double*, int64_t, int);
 
@@ -169,9 +169,11 @@ template <int D> Kernel pick(int p, int grad) { return p == 1 ? pick_grad<D, 1>(
 }  // namespace
 
 // Returns 0, or -1 for a dimension without a compiled instance (the caller checks MAX_DIM).
-// R (n x KR rows) is written; S (nthreads x m x KC, per-thread column sums) must be zeroed by
-// the caller; KR = 1 + D for grad >= 1, KC = 1 + D for grad 2, else 1.
-extern "C" int lg_plan_marginals(int64_t D, int p, int grad, int64_t nc, const int64_t* rows, const int64_t* slices,
+// Only the row clusters [cl0, cl1) are visited: their rows of R (n x KR) are written, and their
+// terms added to S (nthreads x m x KC, per-thread column sums, zeroed by the caller before the
+// first range), so that the caller may cover the clusters in several calls (and handle signals
+// in between); KR = 1 + D for grad >= 1, KC = 1 + D for grad 2, else 1.
+extern "C" int lg_plan_marginals(int64_t D, int p, int grad, int64_t cl0, int64_t cl1, const int64_t* rows, const int64_t* slices,
                                  const int64_t* nodes, const int64_t* spans, const scalar* lo, const scalar* hi,
                                  const scalar* vmax, const scalar* x, const scalar* U, const scalar* A,
                                  const scalar* yT, int64_t mp, const scalar* V, const scalar* B, scalar coef,
@@ -184,6 +186,6 @@ extern "C" int lg_plan_marginals(int64_t D, int p, int grad, int64_t nc, const i
     case 4: k = pick<4>(p, grad); break;
     default: return -1;
   }
-  k(nc, rows, slices, nodes, spans, lo, hi, vmax, x, U, A, yT, mp, V, B, coef, floor_z, mode, R, S, m, nthreads);
+  k(cl0, cl1, rows, slices, nodes, spans, lo, hi, vmax, x, U, A, yT, mp, V, B, coef, floor_z, mode, R, S, m, nthreads);
   return 0;
 }

@@ -16,6 +16,9 @@ lies outside the safe range.
 
 Built-in costs only (|x − y| and |x − y|²/2) in dimension at most ``MAX_DIM``: those are the
 low-dimensional problems where the pass is the whole cost of a solve.
+
+A long pass runs by chunks of row clusters (:mod:`.runner`: Ctrl-C is honoured in between; one
+thread in a forked child); the per-thread column sums accumulate across the chunks.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 
 from ...settings import get_config
 from ..base import PairBlocks
-from . import compiler
+from . import compiler, runner
 
 #: dimensions with a compiled instance
 MAX_DIM = 4
@@ -41,7 +44,7 @@ _GRADS = ("none", "rows", "both")
 
 
 def _signature(c_scalar) -> dict:
-    return {"lg_plan_marginals": ([_I, _C, _C, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P, _P, c_scalar,
+    return {"lg_plan_marginals": ([_I, _C, _C, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I, _P, _P, c_scalar,
                                    c_scalar, _C, _P, _P, _I, _C], _C)}
 
 
@@ -106,7 +109,7 @@ def plan_marginals(blocks: PairBlocks, x: torch.Tensor, U: torch.Tensor, A: torc
     cull = floor_z > -float("inf")
     lengths = blocks.spans[:, 1] - blocks.spans[:, 0]
     vmax = torch.segment_reduce(V, "max", lengths=lengths) if cull else torch.zeros(lengths.shape[0], dtype=dtype)
-    threads = torch.get_num_threads()
+    threads = runner.threads()
     KR, KC = (1 + D if grad != "none" else 1), (1 + D if grad == "both" else 1)
     R = torch.empty(n, KR, dtype=torch.float64)
     S = torch.zeros((threads, m, KC) if mode else (0,), dtype=torch.float64)
@@ -114,17 +117,35 @@ def plan_marginals(blocks: PairBlocks, x: torch.Tensor, U: torch.Tensor, A: torc
     flt = [t.to(dtype).contiguous() for t in (blocks.lo, blocks.hi, vmax, x, U, A, yT, V, B)]
     lo, hi, vm, xc, Uc, Ac, yTc, Vc, Bc = flt
     coef = 1.0 / eps if p == 1 else 0.5 / eps
-    rc = lib.lg_plan_marginals(D, p, _GRADS.index(grad), args[0].shape[0], args[0].data_ptr(), args[1].data_ptr(),
-                               args[2].data_ptr(), args[3].data_ptr(), lo.data_ptr(), hi.data_ptr(), vm.data_ptr(),
-                               xc.data_ptr(), Uc.data_ptr(), Ac.data_ptr(), yTc.data_ptr(), mp, Vc.data_ptr(),
-                               Bc.data_ptr(), coef, floor_z, mode, R.data_ptr(), S.data_ptr(), m, threads)
-    if rc != 0:  # pragma: no cover - guarded by supported()
-        raise RuntimeError(f"plan_marginals: no compiled instance for D={D}")
+    fixed = (args[0].data_ptr(), args[1].data_ptr(), args[2].data_ptr(), args[3].data_ptr(), lo.data_ptr(),
+             hi.data_ptr(), vm.data_ptr(), xc.data_ptr(), Uc.data_ptr(), Ac.data_ptr(), yTc.data_ptr(), mp,
+             Vc.data_ptr(), Bc.data_ptr(), coef, floor_z, mode, R.data_ptr(), S.data_ptr(), m, threads)
+
+    def clusters(c0: int, c1: int) -> None:  # S accumulates over the calls (per-thread buffers)
+        if lib.lg_plan_marginals(D, p, _GRADS.index(grad), c0, c1, *fixed) != 0:  # pragma: no cover
+            raise RuntimeError(f"plan_marginals: no compiled instance for D={D}")  # (guarded by supported())
+
+    # long passes run by chunks of row clusters, so that Ctrl-C is honoured in between (see runner)
+    nc, weight = args[0].shape[0], 1 + D / 4
+    cost: runner.Cost = weight * m * n / max(nc, 1)
+    if n * m * weight > 2 * runner.PAIRS_PER_SECOND * threads * runner.CHUNK_SECONDS:
+        cost = _cluster_costs(blocks, weight)
+    runner.run_chunks(clusters, nc, cost, threads, label="cpu plan marginals", unit="row clusters")
     if KR == 1:
         R = R[:, 0]
     if KC == 1 and mode:
         S = S[..., 0]
     return R, (S.sum(0) if mode else None)
+
+
+def _cluster_costs(blocks: PairBlocks, weight: float) -> torch.Tensor:
+    """The cumulative cost ``(nc + 1,)`` of the row clusters: their listed pairs, weighted."""
+    node_len = blocks.spans[:, 1] - blocks.spans[:, 0]
+    ends = torch.cat([torch.zeros(1, dtype=torch.int64), node_len[blocks.nodes].cumsum(0)])
+    starts = torch.cat([torch.zeros(1, dtype=torch.int64), blocks.slices[:-1]])
+    cols = ends[blocks.slices] - ends[starts]
+    pairs = (blocks.rows[:, 1] - blocks.rows[:, 0]) * cols
+    return torch.cat([torch.zeros(1, dtype=torch.float64), pairs.to(torch.float64).cumsum(0) * weight])
 
 
 __all__ = ["MAX_DIM", "PairBlocks", "plan_marginals", "supported"]
