@@ -405,3 +405,27 @@ def test_a_forked_child_falls_back_to_a_folder_of_its_own(tmp_path, fresh):
         warnings.simplefilter("error")  # its parent warned already
         child = compiler.fall_back(folder, error)
     assert child != parent and compiler.stand_in(folder) == child and child.is_dir()
+
+
+def test_entries_without_a_record_warn_once_per_folder(tmp_path, fresh):
+    """What an older lazygeom left (libraries without records): one warning per folder, each rebuilt;
+    a damaged library with a record still gets a warning of its own."""
+    folder = tmp_path / "cache"
+    assert _sums(folder, ["gauss", "cauchy", "laplace"]) == []
+    libs = _entries(folder)
+    assert len(libs) == 3
+    for lib in libs:
+        compiler.record_path(lib).unlink()
+    # (no truncation here: this process has the libraries mapped)
+    compiler.record_path(libs[0]).write_text(json.dumps({"format": 1, "file": libs[0].name, "size": 1,
+                                                         "sha256": "0" * 64}))
+    disk_cache._VERIFIED.clear()
+    cpu = cpu_backend.CpuBackend()  # no kernel in memory: every call looks in the folder
+    lazygeom.backends.policy._CPU, saved = cpu, lazygeom.backends.policy._CPU
+    try:
+        messages = _sums(folder, ["gauss", "cauchy", "laplace"])
+    finally:
+        lazygeom.backends.policy._CPU = saved
+    no_record = [m for m in messages if "no record" in m]
+    assert len(no_record) == 1 and "without a record" in no_record[0] and len(messages) == 2
+    assert all(compiler.check_entry(lib) is None for lib in _entries(folder))

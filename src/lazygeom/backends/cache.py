@@ -27,6 +27,8 @@ from typing import Optional, Union
 RECORD_FORMAT = 1
 #: what :func:`check_entry` says of a library that is not there
 MISSING = "missing"
+#: ... and of a library without a record (written by an older lazygeom, or another program)
+_NO_RECORD = "no record (a file lazygeom did not write, or an interrupted write)"
 
 #: path -> (device, inode, size, mtime) of the libraries this process verified: checked once
 _VERIFIED: dict[str, tuple[int, int, int, int]] = {}
@@ -59,7 +61,7 @@ def _read_record(lib: Path) -> Union[dict, str]:
     try:
         text = record_path(lib).read_text()
     except FileNotFoundError:
-        return "no record (a file lazygeom did not write, or an interrupted write)"
+        return _NO_RECORD
     except (OSError, UnicodeDecodeError) as err:
         return f"unreadable record ({err})"
     try:
@@ -109,15 +111,21 @@ def check_entry(lib: Union[str, Path]) -> Optional[str]:
 def warn_damaged(lib: Path, reason: str, what: str = "cached kernel") -> None:
     """Warn that a cache entry is damaged and built again: one ``RuntimeWarning`` per entry and reason, per process.
 
+    Entries without a record are what a lazygeom older than the records left in the cache: one
+    warning per folder covers them all (an upgrade would otherwise warn once per kernel).
+
     Args:
         lib: the entry's path.
         reason: what is wrong with it (:func:`check_entry`'s answer).
         what: what it is, for the message.
     """
-    if (str(lib), reason) in _WARNED:
+    key = (str(Path(lib).parent), _NO_RECORD) if reason == _NO_RECORD else (str(lib), reason)
+    if key in _WARNED:
         return
-    _WARNED.add((str(lib), reason))
-    warnings.warn(f"lazygeom: not loading the {what} {lib}: {reason}; it is built again", RuntimeWarning,
+    _WARNED.add(key)
+    also = (f"; the same for the other {what}s without a record in {Path(lib).parent} (`lazygeom cache clear` "
+            f"empties it)" if reason == _NO_RECORD else "")
+    warnings.warn(f"lazygeom: not loading the {what} {lib}: {reason}; it is built again{also}", RuntimeWarning,
                   stacklevel=4)
 
 
