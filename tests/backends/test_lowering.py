@@ -192,7 +192,7 @@ RECORDED = {
     "kmin_argkmin": ("22a881d24d819750", "8fe1e918727bb203", "98057a83de1369b0"),
     "lse_w": ("3e6a94edc3012ff4", "f75fef3309a6b1bd", "02555d600eca691a"),
     "max_argmax": ("929b2964932c2e7e", "bdb70d066b12c3be", "03a8ed9f5341b0a8"),
-    "ssmw": ("6a1689314f1fd096", "bd30b896cf594c4e", "207d9cda4f9b237b"),
+    "ssmw": ("6a1689314f1fd096", "bd30b896cf594c4e", "563e23f6ce24dfcd"),
     "sum": ("3c4be3acbc2d09bf", "9e295cb14be1ac98", "9821a27be1653908"),
 }
 

@@ -61,6 +61,21 @@ def test_reductions_match_reference(kind, dtype, rng):
             assert_same(ours, ref, dtype)
 
 
+def test_ssmw_sums_do_not_shadow_formula_constants(rng):
+    """The ssmw template named its weighted sums t0, t1..., like the lowering's constants (``t{k}``,
+    node k): with E >= 2 a constant numbered below E read a running sum instead of its value (found
+    by tests/backends/test_fuzz.py: ``vmax(exp(V0j[3] + 1.5))`` with a weight of dimension 2)."""
+    x = torch.randn(9, 3, generator=rng, dtype=torch.float64)
+    y = torch.randn(23, 3, generator=rng, dtype=torch.float64)
+    w = torch.randn(23, 3, generator=rng, dtype=torch.float64)
+    F = (Vj(y) + Vj(y)) | Vi(x)  # y + y is simplified to 2 * y: the constant 2 is node 0 or 1
+    assert "2" in str(F.formula)
+    for E in (2, 3):
+        ours = reduce("ssmw", F, 1, "triton", Vj(w[:, :E]))
+        ref = reduce("ssmw", F, 1, "reference", Vj(w[:, :E]))
+        assert_same(ours, ref, torch.float64)
+
+
 def test_logsumexp_special_scores(rng):
     """-inf scores, rows of -inf, nan rows and scores far below the maximum: the reference's values."""
     inf, nan = float("inf"), float("nan")

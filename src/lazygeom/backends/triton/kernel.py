@@ -98,9 +98,10 @@ def _lse_parts(red: Reduction, f: Components, w: Optional[Components], E: int, s
         return e if G > 1 else 0
 
     init = [f"m{g} = tl.full([BLOCK_I], -INF, CT)" for g in range(G)]
+    # (state names must not be t<k>: the lowering names node k's constant so; ws<e>, not t<e>)
     if ssmw:
         init += [f"s{g} = tl.zeros([BLOCK_I], ACC)" for g in range(G)]
-        init += [f"t{e} = tl.zeros([BLOCK_I], ACC)" for e in range(E)]
+        init += [f"ws{e} = tl.zeros([BLOCK_I], ACC)" for e in range(E)]
     else:
         init += [f"s{e} = tl.zeros([BLOCK_I], ACC)" for e in range(E)]
     update = [s for g in range(G) for s in _shift(f, g)]
@@ -108,12 +109,12 @@ def _lse_parts(red: Reduction, f: Components, w: Optional[Components], E: int, s
         update += [_masked(f"W{e}", w, e, "0.0") for e in range(E)]
     if ssmw:
         update += [f"s{g} = s{g} * sc{g} + tl.sum(P{g}, 1).to(ACC)" for g in range(G)]
-        update += [f"t{e} = t{e} * sc{g_of(e)} + tl.sum(P{g_of(e)} * W{e}, 1).to(ACC)" for e in range(E)]
+        update += [f"ws{e} = ws{e} * sc{g_of(e)} + tl.sum(P{g_of(e)} * W{e}, 1).to(ACC)" for e in range(E)]
     else:
         term = (lambda e: f"P{g_of(e)} * W{e}") if w is not None else (lambda e: f"P{g_of(e)}")
         update += [f"s{e} = s{e} * sc{g_of(e)} + tl.sum({term(e)}, 1).to(ACC)" for e in range(E)]
     if ssmw:
-        final = [_store(e, E, f"t{e} / s{g_of(e)}") for e in range(E)]
+        final = [_store(e, E, f"ws{e} / s{g_of(e)}") for e in range(E)]
     else:
         final = [f"sh{g} = tl.where(tl.abs(m{g}) < INF, m{g}, 0.0).to(ACC)" for g in range(G)]
         final += [_store(e, E, f"sh{g_of(e)} + tl.log(s{e})") for e in range(E)]
