@@ -9,11 +9,6 @@ import torch
 from .lazytensor import LazyTensor
 
 
-def as_torch_front(K: LazyTensor) -> LazyTensor:
-    """The same formula on the torch front end (reductions then return tensors): ``K.as_torch()``."""
-    return K.as_torch()
-
-
 def kv(K: LazyTensor, v: torch.Tensor, backend: Optional[str]) -> torch.Tensor:
     """``sum_j K_ij v_j`` for ``v`` of shape ``(*batch, M, E)``: shape ``(*batch, N, E)``."""
     return (K * LazyTensor(v.unsqueeze(-3)))._reduce("sum", -2, backend=backend)
@@ -46,4 +41,4 @@ def check_scalar(K: object, what: str) -> None:
         )
 
 
-__all__ = ["as_torch_front", "check_scalar", "ktu", "kv"]
+__all__ = ["check_scalar", "ktu", "kv"]
